@@ -1,0 +1,91 @@
+"""The `project_referral` activity: idempotent upserts of the workflow's state into SQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from models import tables
+from models.payloads import ProjectInput, ReferralState
+
+
+def _insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def referral_row(state: ReferralState) -> dict[str, Any]:
+    """Columns of the `referral` row that follow the workflow's state."""
+    current = state.current
+    return {
+        "status": state.status.value,
+        "risk": state.risk.value,
+        "awaiting_team": current.team.value if current else None,
+        "due_at": current.due_at if current else None,
+        "escalation_level": current.escalation_level if current else 0,
+        "closed_at": state.closed_at,
+        "outcome": state.outcome.value if state.outcome else None,
+        "record_id": state.record_id,
+        "version": state.version,
+        "handoffs": [h.model_dump(mode="json") for h in state.handoffs],
+        "updated_at": datetime.now(UTC),
+    }
+
+
+class RecordActivities:
+    """Writes the read model; the worker builds one with its session factory."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @activity.defn(name="project_referral")
+    async def project_referral(self, input: ProjectInput) -> None:
+        """Upsert the referral row (newer versions only) and append its new events."""
+        state = input.state
+        async with self.sessions() as session, session.begin():
+            insert = _insert(session.bind.dialect.name)
+            row = referral_row(state)
+            values = {
+                "id": state.referral_id,
+                "reference": state.reference,
+                "force": state.force,
+                "police_reference": state.police_reference,
+                "fingerprint": state.fingerprint,
+                "received_at": state.received_at,
+                "submitted_by": input.submitted_by.model_dump(mode="json"),
+                "details": input.details.model_dump(mode="json"),
+                **row,
+            }
+            table = tables.Referral.__table__
+            stmt = insert(table).values(**values)
+            # A retried or reordered projection never moves a row backwards.
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.id],
+                set_=row,
+                where=table.c.version < stmt.excluded.version,
+            )
+            await session.execute(stmt)
+            if state.events:
+                events = tables.ReferralEvent.__table__
+                await session.execute(
+                    insert(events)
+                    .values(
+                        [
+                            {
+                                "referral_id": state.referral_id,
+                                "seq": e.seq,
+                                "type": e.type.value,
+                                "at": e.at,
+                                "actor": e.actor.model_dump(mode="json") if e.actor else None,
+                                "handoff_seq": e.handoff_seq,
+                                "team": e.team.value if e.team else None,
+                                "data": e.data,
+                            }
+                            for e in state.events
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=[events.c.referral_id, events.c.seq])
+                )

@@ -1,0 +1,137 @@
+"""Settings from the environment (prefix REFERRALS_, also read from .env); no I/O at import."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_NOTIFY_BASE_URL = "https://api.notifications.service.gov.uk"
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    """Every variable in CONTRACT.md's configuration table, validated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REFERRALS_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Path("./.referrals")
+    database_url: str | None = None
+    temporal_address: str | None = None
+    temporal_namespace: str = Field(default="default", min_length=1)
+    task_queue: str = Field(default="referrals", min_length=1)
+    smtp_url: str | None = None
+    notify_api_key: str | None = None
+    notify_base_url: str = DEFAULT_NOTIFY_BASE_URL
+    notify_template_id: str | None = None
+    mail_from: str = "referrals@localhost"
+    policy_file: Path | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: str | None = None
+    encryption_key: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator("database_url", "smtp_url", "notify_api_key", "secret_key", "temporal_address")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme.split("+")[0] not in {"sqlite", "postgresql"}:
+            raise ValueError("must start with sqlite:// or postgresql+psycopg://")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            raise ValueError("must look like smtp://host:port or smtps://user:pass@host:port")
+        try:
+            parts.port  # noqa: B018 - raises on a non-numeric port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @field_validator("public_url", "notify_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http:// or https:// address")
+        return value.rstrip("/")
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        if value.count("@") != 1:
+            raise ValueError("must be an email address")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
+
+    @model_validator(mode="after")
+    def _notify(self) -> Settings:
+        if self.notify_api_key and not self.notify_template_id:
+            raise ValueError("REFERRALS_NOTIFY_TEMPLATE_ID is required with REFERRALS_NOTIFY_API_KEY")
+        if self.secret_key is not None and len(self.secret_key) < 32:
+            raise ValueError("REFERRALS_SECRET_KEY must be at least 32 characters")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The read model's URL, defaulting to SQLite in the data folder."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'referrals.db'}"
+
+    @property
+    def resolved_temporal_address(self) -> str:
+        """The Temporal frontend address."""
+        return self.temporal_address or "localhost:7233"
+
+    def require_secret_key(self, *, dev: bool) -> str:
+        """The signing secret; `dev` generates and keeps one in the data folder."""
+        if self.secret_key:
+            return self.secret_key
+        if not dev:
+            raise ConfigError("REFERRALS_SECRET_KEY is required outside `referrals dev`")
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, or a ConfigError with one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        name = f"REFERRALS_{field.upper()}" if field else "configuration"
+        raise ConfigError(f"{name}: {first['msg']}") from None

@@ -1,0 +1,1 @@
+"""Domain models: enums, Temporal payloads, HTTP schemas, SQL tables and the policy."""

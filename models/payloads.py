@@ -1,0 +1,245 @@
+"""Temporal inputs, outputs and state: pydantic models that cross the workflow boundary.
+
+Workflows import this module through the sandbox, so nothing here may read the clock,
+the environment or the network, and no validator may depend on today's date.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from models.enums import (
+    Concern,
+    DeclineReason,
+    EventType,
+    MessageKind,
+    Outcome,
+    Risk,
+    Role,
+    Status,
+    StepKind,
+    Team,
+)
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+RecordId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class Strict(BaseModel):
+    """Base for every payload: unknown fields are refused, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Actor(Strict):
+    """Who did something, as recorded in history and the chronology."""
+
+    user_id: str
+    name: str
+    role: Role
+
+
+class Referrer(Strict):
+    """The police officer (or professional) who made the referral."""
+
+    name: Text
+    email: Text
+    phone: Text | None = None
+    collar_number: Text | None = None
+
+
+class Child(Strict):
+    """A child named in a referral; unborn children carry an expected date instead."""
+
+    given_name: Text | None = None
+    family_name: Text
+    date_of_birth: date | None = None
+    expected_date: date | None = None
+
+
+class ReferralDetails(Strict):
+    """The content of a referral as submitted; personal data lives only here."""
+
+    police_reference: Text
+    force: Text
+    referrer: Referrer
+    risk: Risk
+    concerns: Annotated[list[Concern], Field(min_length=1)]
+    summary: LongText
+    children: Annotated[list[Child], Field(min_length=1, max_length=20)]
+    consent_to_share: bool
+
+
+class ReferralInput(Strict):
+    """Start input of ReferralWorkflow and argument of its `submit` update."""
+
+    referral_id: str
+    reference: str
+    fingerprint: str
+    received_at: datetime
+    submitted_by: Actor
+    details: ReferralDetails
+
+
+class DecisionInput(Strict):
+    """The front door's decision on the open front-door hand-off."""
+
+    outcome: Outcome
+    note: Note = ""
+    actor: Actor
+
+
+class AcknowledgeInput(Strict):
+    """A receiving team records the referral in its own system."""
+
+    team: Team
+    record_id: RecordId
+    note: Note = ""
+    actor: Actor
+
+
+class DeclineInput(Strict):
+    """Early Help hands the referral back to the front door for review."""
+
+    reason: DeclineReason
+    note: Note = ""
+    actor: Actor
+
+
+class PlannedSend(Strict):
+    """One send of one ladder step: step index, repeat number and absolute instant."""
+
+    step: int
+    repeat: int
+    at: datetime
+    kind: StepKind
+    recipients: list[str]
+
+
+class PlanHandoffInput(Strict):
+    """Ask the calendar activity for a hand-off's due instant and ladder."""
+
+    referral_id: str
+    team: Team
+    risk: Risk
+    opened_at: datetime
+    referrer_email: str
+
+
+class HandoffPlan(Strict):
+    """Deadline and ladder in absolute instants, fixed in history when a hand-off opens."""
+
+    due_at: datetime
+    team_name: str
+    team_email: str
+    sends: list[PlannedSend]
+
+
+class HandoffState(BaseModel):
+    """One hand-off: the receiving team, its deadline and what has happened on it."""
+
+    seq: int
+    team: Team
+    team_name: str
+    opened_at: datetime
+    due_at: datetime
+    plan: list[PlannedSend]
+    done: list[tuple[int, int]] = []
+    escalation_level: int = 0
+    closed_at: datetime | None = None
+    result: str | None = None
+    record_id: str | None = None
+    closed_by: Actor | None = None
+    note: str = ""
+
+
+class ReferralEvent(BaseModel):
+    """One entry of the chronology; `seq` is dense from 1 per referral."""
+
+    seq: int
+    type: EventType
+    at: datetime
+    actor: Actor | None = None
+    handoff_seq: int | None = None
+    team: Team | None = None
+    data: dict[str, str | int | list[str] | None] = {}
+
+
+class ReferralState(BaseModel):
+    """The workflow's state, returned by its query and updates; holds no child data."""
+
+    referral_id: str
+    reference: str
+    fingerprint: str
+    force: str
+    police_reference: str
+    risk: Risk
+    status: Status
+    received_at: datetime
+    closed_at: datetime | None = None
+    outcome: Outcome | None = None
+    record_id: str | None = None
+    handoffs: list[HandoffState] = []
+    events: list[ReferralEvent] = []
+    version: int = 0
+
+    @property
+    def current(self) -> HandoffState | None:
+        """The open hand-off, if any."""
+        if self.handoffs and self.handoffs[-1].closed_at is None:
+            return self.handoffs[-1]
+        return None
+
+
+class IntakeResult(BaseModel):
+    """Result of `submit`: whether this call created the referral, and its state."""
+
+    created: bool
+    projected: bool
+    state: ReferralState
+
+
+class UpdateResult(BaseModel):
+    """Result of a decision, acknowledgement or decline."""
+
+    projected: bool
+    state: ReferralState
+
+
+class ProjectInput(BaseModel):
+    """What the projection activity writes: the summary, new events and the details."""
+
+    state: ReferralState
+    submitted_by: Actor
+    details: ReferralDetails
+
+
+class EmailInput(Strict):
+    """One message with its idempotency key (referral, hand-off, step, repeat)."""
+
+    key: str
+    referral_id: str
+    reference: str
+    kind: MessageKind
+    handoff_seq: int
+    step: int
+    repeat: int
+    recipients: list[str]
+    team: Team
+    team_name: str
+    due_at: datetime | None = None
+    result: str | None = None
+    record_id: str | None = None
+
+
+class EmailResult(Strict):
+    """What happened to a message: delivered over SMTP or kept in the dev outbox."""
+
+    message_id: str
+    status: str
+    recipients: list[str]

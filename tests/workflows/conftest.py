@@ -1,0 +1,91 @@
+"""A time-skipping Temporal test server and fake side-effect activities."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pytest
+import pytest_asyncio
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.deadlines import DeadlineActivities
+from commands import ReferralCommands
+from models.payloads import EmailInput, EmailResult, ProjectInput
+from models.policy import load_policy
+from tests.conftest import ROOT, TEMPORAL_TEST_SERVER
+from workflows.referral import ReferralWorkflow
+
+
+@pytest_asyncio.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server for the session (never downloaded)."""
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEMPORAL_TEST_SERVER),
+        data_converter=pydantic_data_converter,
+    ) as environment:
+        yield environment
+
+
+@dataclass
+class Sent:
+    """An email the fake activity was asked to send, with the server time it was scheduled."""
+
+    email: EmailInput
+    at: datetime
+
+
+@dataclass
+class FakeSideEffects:
+    """Records emails and projections instead of sending and writing them."""
+
+    emails: list[Sent] = field(default_factory=list)
+    projections: list[ProjectInput] = field(default_factory=list)
+
+    @activity.defn(name="send_email")
+    async def send_email(self, input: EmailInput) -> EmailResult:
+        """Record the message; the server's scheduled time stands for when it was sent."""
+        self.emails.append(Sent(input, activity.info().current_attempt_scheduled_time))
+        return EmailResult(message_id=f"<{input.key}@test>", status="sent", recipients=input.recipients)
+
+    @activity.defn(name="project_referral")
+    async def project_referral(self, input: ProjectInput) -> None:
+        """Record the projection."""
+        self.projections.append(input)
+
+    def of_kind(self, kind: str) -> list[Sent]:
+        """Emails of one kind, in the order sent."""
+        return [s for s in self.emails if s.email.kind.value == kind]
+
+
+@dataclass
+class Harness:
+    """A worker on a fresh task queue, with the client commands the API uses."""
+
+    client: Client
+    commands: ReferralCommands
+    fakes: FakeSideEffects
+    env: WorkflowEnvironment
+
+
+@pytest_asyncio.fixture
+async def harness(env: WorkflowEnvironment, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """A worker with the real calendar activity (default policy, or the test's own)."""
+    marker = request.node.get_closest_marker("policy")
+    policy = load_policy(ROOT / "policies" / marker.args[0] if marker else None)
+    fakes = FakeSideEffects()
+    deadlines = DeadlineActivities(policy)
+    queue = f"test-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[ReferralWorkflow],
+        activities=[deadlines.plan_handoff, fakes.send_email, fakes.project_referral],
+    ):
+        yield Harness(env.client, ReferralCommands(env.client, queue), fakes, env)

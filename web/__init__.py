@@ -1,0 +1,1 @@
+"""Pages and links for people: acknowledgement links now, the dashboard later."""

@@ -1,0 +1,57 @@
+"""The Temporal worker: builds the activities' dependencies and runs ReferralWorkflow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.deadlines import DeadlineActivities
+from activities.notify import NotifyActivities, SmtpTarget
+from activities.records import RecordActivities
+from config import Settings
+from models.db import create_engine, session_factory
+from models.policy import Policy, load_policy
+from web.links import AckLinks
+from workflows.referral import ReferralWorkflow
+
+WORKFLOWS: Sequence[type] = (ReferralWorkflow,)
+
+
+async def connect(settings: Settings) -> Client:
+    """A Temporal client with the project's data converter."""
+    return await Client.connect(
+        settings.resolved_temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def activities_for(settings: Settings, *, policy: Policy, secret: str) -> list[Any]:
+    """The activity callables, with their dependencies built from settings."""
+    sessions = session_factory(create_engine(settings.resolved_database_url))
+    links = AckLinks(secret, settings.public_url)
+    smtp = SmtpTarget.from_url(settings.smtp_url) if settings.smtp_url else None
+    deadlines = DeadlineActivities(policy)
+    records = RecordActivities(sessions)
+    notify = NotifyActivities(sessions, links=links, mail_from=settings.mail_from, smtp=smtp)
+    return [deadlines.plan_handoff, records.project_referral, notify.send_email]
+
+
+def build_worker(
+    client: Client, settings: Settings, *, secret: str, policy: Policy | None = None
+) -> Worker:
+    """A worker on the configured task queue with every workflow and activity registered."""
+    policy = policy or load_policy(settings.policy_file)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities_for(settings, policy=policy, secret=secret),
+        activity_executor=ThreadPoolExecutor(max_workers=4),
+        max_cached_workflows=10_000,
+    )

@@ -1,0 +1,447 @@
+"""ReferralWorkflow: every hand-off of one referral is acknowledged or escalated.
+
+The workflow is the single writer of a referral's state. Deadlines and ladders come from an
+activity as absolute instants, so a change to the calendar or the policy never alters a
+running referral's history on replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from models.enums import (
+        OUTCOME_TEAM,
+        DeclineReason,
+        EventType,
+        MessageKind,
+        Outcome,
+        Status,
+        StepKind,
+        Team,
+    )
+    from models.payloads import (
+        AcknowledgeInput,
+        Actor,
+        DecisionInput,
+        DeclineInput,
+        EmailInput,
+        EmailResult,
+        HandoffPlan,
+        HandoffState,
+        IntakeResult,
+        PlanHandoffInput,
+        PlannedSend,
+        ProjectInput,
+        ReferralEvent,
+        ReferralInput,
+        ReferralState,
+        UpdateResult,
+    )
+
+# Activities never give up: a referral must not be dropped because SMTP or the database
+# was down for a while. Backoff caps at five minutes so recovery is noticed quickly.
+FOREVER = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=0,
+)
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# How long an Update waits for the read model before answering "accepted, not yet listed".
+SETTLE_TIMEOUT = timedelta(seconds=5)
+
+NOT_AWAITING = "NotAwaiting"
+CONFLICT = "Conflict"
+
+
+@workflow.defn
+class ReferralWorkflow:
+    """One referral, from intake to the last hand-off acknowledged."""
+
+    @workflow.init
+    def __init__(self, input: ReferralInput) -> None:
+        self._input = input
+        details = input.details
+        self._state = ReferralState(
+            referral_id=input.referral_id,
+            reference=input.reference,
+            fingerprint=input.fingerprint,
+            force=details.force,
+            police_reference=details.police_reference,
+            risk=details.risk,
+            status=Status.AWAITING_DECISION,
+            received_at=input.received_at,
+        )
+        self._submissions = 0
+        self._projected_version = 0
+        self._projected_event_seq = 0
+        # True while a decision or acknowledgement has been taken and the next hand-off
+        # (or the close) is not yet in place; Updates wait for it to answer consistently.
+        self._transitioning = True
+        # Feedback emails still in flight; the workflow finishes only after they are sent.
+        self._pending: list[asyncio.Task[None]] = []
+
+    @workflow.run
+    async def run(self, input: ReferralInput) -> ReferralState:
+        """Open hand-offs until the referral closes, escalating each one that goes unanswered."""
+        self._event(EventType.RECEIVED, actor=input.submitted_by, at=input.received_at)
+        projector = asyncio.create_task(self._project_forever())
+        team = Team.FRONT_DOOR
+        while True:
+            handoff = await self._open(team)
+            self._transitioning = False
+            await self._watch(handoff)
+            next_team = await self._after(handoff)
+            if next_team is None:
+                break
+            team = next_team
+        self._state.status = Status.CLOSED
+        self._state.closed_at = workflow.now()
+        self._event(EventType.CLOSED)
+        self._transitioning = False
+        await asyncio.gather(*self._pending)
+        await workflow.wait_condition(
+            lambda: self._projected_version >= self._state.version
+            and workflow.all_handlers_finished()
+        )
+        projector.cancel()
+        return self._state
+
+    # ---- queries and updates -------------------------------------------------------------
+
+    @workflow.query
+    def state(self) -> ReferralState:
+        """The referral's current state (no child data)."""
+        return self._state
+
+    @workflow.update
+    async def submit(self, input: ReferralInput) -> IntakeResult:
+        """Intake; a repeat of the same content is a duplicate that changes nothing."""
+        created = self._submissions == 0
+        self._submissions += 1
+        if not created:
+            self._event(EventType.DUPLICATE_SUBMISSION, actor=input.submitted_by)
+        projected = await self._settle()
+        return IntakeResult(created=created, projected=projected, state=self._state)
+
+    @submit.validator
+    def _validate_submit(self, input: ReferralInput) -> None:
+        if input.fingerprint != self._input.fingerprint:
+            raise ApplicationError(
+                "this police reference was already used for a referral with different content",
+                type=CONFLICT,
+            )
+
+    @workflow.update
+    async def decide(self, input: DecisionInput) -> UpdateResult:
+        """The front door's decision closes its hand-off; the main loop opens the next."""
+        handoff = self._open_handoff(Team.FRONT_DOOR)
+        self._transitioning = True
+        self._close_handoff(handoff, result=input.outcome.value, actor=input.actor, note=input.note)
+        self._state.outcome = input.outcome
+        self._event(
+            EventType.DECIDED,
+            actor=input.actor,
+            handoff=handoff,
+            data={"outcome": input.outcome.value, "note": input.note or None},
+        )
+        return UpdateResult(projected=await self._settle(), state=self._state)
+
+    @decide.validator
+    def _validate_decide(self, input: DecisionInput) -> None:
+        self._open_handoff(Team.FRONT_DOOR)
+
+    @workflow.update
+    async def acknowledge(self, input: AcknowledgeInput) -> UpdateResult:
+        """A receiving team records the referral; its hand-off is done."""
+        handoff = self._open_handoff(input.team)
+        self._transitioning = True
+        self._close_handoff(
+            handoff, result="acknowledged", actor=input.actor, note=input.note, record=input.record_id
+        )
+        self._state.record_id = input.record_id
+        self._event(
+            EventType.ACKNOWLEDGED,
+            actor=input.actor,
+            handoff=handoff,
+            data={"record_id": input.record_id, "note": input.note or None},
+        )
+        return UpdateResult(projected=await self._settle(), state=self._state)
+
+    @acknowledge.validator
+    def _validate_acknowledge(self, input: AcknowledgeInput) -> None:
+        if input.team == Team.FRONT_DOOR:
+            raise ApplicationError("the front door records a decision, not an acknowledgement", type=NOT_AWAITING)
+        self._open_handoff(input.team)
+
+    @workflow.update
+    async def decline(self, input: DeclineInput) -> UpdateResult:
+        """Early Help hands the referral back to the front door for review."""
+        handoff = self._open_handoff(Team.EARLY_HELP)
+        self._transitioning = True
+        self._close_handoff(handoff, result=input.reason.value, actor=input.actor, note=input.note)
+        self._event(
+            EventType.DECLINED,
+            actor=input.actor,
+            handoff=handoff,
+            data={"reason": input.reason.value, "note": input.note or None},
+        )
+        return UpdateResult(projected=await self._settle(), state=self._state)
+
+    @decline.validator
+    def _validate_decline(self, input: DeclineInput) -> None:
+        self._open_handoff(Team.EARLY_HELP)
+
+    # ---- hand-offs -----------------------------------------------------------------------
+
+    async def _open(self, team: Team) -> HandoffState:
+        opened_at = workflow.now()
+        plan: HandoffPlan = await workflow.execute_activity(
+            "plan_handoff",
+            PlanHandoffInput(
+                referral_id=self._input.referral_id,
+                team=team,
+                risk=self._input.details.risk,
+                opened_at=opened_at,
+                referrer_email=self._input.details.referrer.email,
+            ),
+            result_type=HandoffPlan,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=FOREVER,
+        )
+        handoff = HandoffState(
+            seq=len(self._state.handoffs) + 1,
+            team=team,
+            team_name=plan.team_name,
+            opened_at=opened_at,
+            due_at=plan.due_at,
+            plan=plan.sends,
+        )
+        self._state.handoffs.append(handoff)
+        self._state.status = (
+            Status.AWAITING_DECISION if team == Team.FRONT_DOOR else Status.AWAITING_ACKNOWLEDGEMENT
+        )
+        self._event(
+            EventType.HANDOFF_OPENED,
+            handoff=handoff,
+            data={"due_at": plan.due_at.isoformat(), "team_email": plan.team_email},
+        )
+        return handoff
+
+    async def _watch(self, handoff: HandoffState) -> None:
+        """Sleep to each ladder send in turn until the hand-off is closed."""
+        while handoff.closed_at is None:
+            now = workflow.now()
+            waiting = [s for s in handoff.plan if (s.step, s.repeat) not in handoff.done]
+            due = [s for s in waiting if s.at <= now]
+            if due:
+                await self._send_due(handoff, due)
+                continue
+            if not waiting:
+                await workflow.wait_condition(lambda: handoff.closed_at is not None)
+                return
+            sleep = min(s.at for s in waiting) - now
+            try:
+                await workflow.wait_condition(lambda: handoff.closed_at is not None, timeout=sleep)
+            except TimeoutError:
+                pass
+
+    async def _send_due(self, handoff: HandoffState, due: list[PlannedSend]) -> None:
+        # Several repeats of one step that fell due while nothing ran are sent once, as the
+        # latest repeat; earlier steps still go out in ladder order.
+        latest: dict[int, PlannedSend] = {}
+        for send in due:
+            if send.step not in latest or send.repeat > latest[send.step].repeat:
+                latest[send.step] = send
+        for step in sorted(latest):
+            send = latest[step]
+            skipped = [s.repeat for s in due if s.step == step and s.repeat != send.repeat]
+            for repeat in skipped:
+                handoff.done.append((step, repeat))
+            if skipped:
+                self._event(
+                    EventType.STEPS_COLLAPSED,
+                    handoff=handoff,
+                    data={"step": step, "repeats": [str(r) for r in skipped], "sent_as": send.repeat},
+                )
+            if handoff.closed_at is not None:
+                return
+            await self._send_step(handoff, send)
+
+    async def _send_step(self, handoff: HandoffState, send: PlannedSend) -> None:
+        kind = MessageKind.REMINDER if send.kind == StepKind.REMINDER else MessageKind.ESCALATION
+        email = self._email(handoff, kind, step=send.step, repeat=send.repeat, to=send.recipients)
+        task = workflow.start_activity(
+            "send_email",
+            email,
+            result_type=EmailResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=FOREVER,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        # An acknowledgement while SMTP is down cancels the pending send rather than
+        # letting a stale escalation out once the server returns.
+        await workflow.wait_condition(lambda: task.done() or handoff.closed_at is not None)
+        if not task.done():
+            task.cancel()
+        try:
+            result = await task
+        except ActivityError:
+            return
+        handoff.done.append((send.step, send.repeat))
+        if send.kind == StepKind.ESCALATION:
+            handoff.escalation_level += 1
+        self._record_email(handoff, email, result)
+
+    async def _after(self, handoff: HandoffState) -> Team | None:
+        """The next team after a closed hand-off, or None when the referral closes."""
+        result = handoff.result
+        if handoff.team == Team.FRONT_DOOR:
+            outcome = Outcome(result)
+            if outcome == Outcome.NO_FURTHER_ACTION:
+                # Working Together: the referrer is told the outcome, NFA included, before it closes.
+                await self._feedback(handoff)
+                return None
+            self._spawn_feedback(handoff)
+            return OUTCOME_TEAM[outcome]
+        if handoff.team == Team.EARLY_HELP and result in {r.value for r in DeclineReason}:
+            self._spawn_feedback(handoff)
+            return Team.FRONT_DOOR
+        self._spawn_feedback(handoff)
+        return None
+
+    # ---- emails --------------------------------------------------------------------------
+
+    def _email(
+        self, handoff: HandoffState, kind: MessageKind, *, step: int, repeat: int, to: list[str]
+    ) -> EmailInput:
+        step_name = "outcome" if kind == MessageKind.OUTCOME else str(step)
+        return EmailInput(
+            key=f"{self._input.referral_id}:{handoff.seq}:{step_name}:{repeat}",
+            referral_id=self._input.referral_id,
+            reference=self._input.reference,
+            kind=kind,
+            handoff_seq=handoff.seq,
+            step=step,
+            repeat=repeat,
+            recipients=to,
+            team=handoff.team,
+            team_name=handoff.team_name,
+            due_at=handoff.due_at,
+            result=handoff.result,
+            record_id=handoff.record_id,
+        )
+
+    async def _feedback(self, handoff: HandoffState) -> None:
+        email = self._email(
+            handoff, MessageKind.OUTCOME, step=0, repeat=0, to=[self._input.details.referrer.email]
+        )
+        result: EmailResult = await workflow.execute_activity(
+            "send_email",
+            email,
+            result_type=EmailResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=FOREVER,
+        )
+        self._record_email(handoff, email, result)
+
+    def _spawn_feedback(self, handoff: HandoffState) -> None:
+        # Feedback runs beside the next hand-off's clock: a slow mail server must not
+        # delay the next team's deadline or ladder.
+        self._pending.append(asyncio.create_task(self._feedback(handoff)))
+
+    def _record_email(self, handoff: HandoffState, email: EmailInput, result: EmailResult) -> None:
+        self._event(
+            EventType.EMAIL_SENT,
+            handoff=handoff,
+            data={
+                "kind": email.kind.value,
+                "step": email.step,
+                "repeat": email.repeat,
+                "to": list(result.recipients),
+                "message_id": result.message_id,
+                "status": result.status,
+            },
+        )
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def _open_handoff(self, team: Team) -> HandoffState:
+        """The open hand-off to `team`, or an Update failure the API turns into 409."""
+        current = self._state.current
+        if current is None or current.team != team or self._transitioning:
+            waiting = "nobody" if current is None else current.team.value
+            raise ApplicationError(
+                f"referral is not awaiting {team.value} (awaiting {waiting})", type=NOT_AWAITING
+            )
+        return current
+
+    def _close_handoff(
+        self, handoff: HandoffState, *, result: str, actor: Actor, note: str, record: str | None = None
+    ) -> None:
+        handoff.closed_at = workflow.now()
+        handoff.result = result
+        handoff.closed_by = actor
+        handoff.note = note
+        handoff.record_id = record
+
+    def _event(
+        self,
+        type: EventType,
+        *,
+        actor: Actor | None = None,
+        handoff: HandoffState | None = None,
+        data: dict[str, str | int | list[str] | None] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self._state.events.append(
+            ReferralEvent(
+                seq=len(self._state.events) + 1,
+                type=type,
+                at=at or workflow.now(),
+                actor=actor,
+                handoff_seq=handoff.seq if handoff else None,
+                team=handoff.team if handoff else None,
+                data={k: v for k, v in (data or {}).items() if v is not None},
+            )
+        )
+        self._state.version += 1
+
+    async def _settle(self) -> bool:
+        """Wait (bounded) until the next hand-off is open and the read model has caught up."""
+        try:
+            await workflow.wait_condition(
+                lambda: not self._transitioning
+                and self._projected_version >= self._state.version,
+                timeout=SETTLE_TIMEOUT,
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _project_forever(self) -> None:
+        # One projection at a time, always of the latest state: ordered and coalesced.
+        while True:
+            await workflow.wait_condition(lambda: self._state.version > self._projected_version)
+            version = self._state.version
+            events = [e for e in self._state.events if e.seq > self._projected_event_seq]
+            snapshot = self._state.model_copy(update={"events": events}, deep=True)
+            await workflow.execute_activity(
+                "project_referral",
+                ProjectInput(
+                    state=snapshot,
+                    submitted_by=self._input.submitted_by,
+                    details=self._input.details,
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=FOREVER,
+            )
+            self._projected_version = version
+            self._projected_event_seq = events[-1].seq if events else self._projected_event_seq
+
