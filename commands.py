@@ -6,7 +6,9 @@ command against its state and answers synchronously.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -59,6 +61,13 @@ def _refusal(exc: BaseException) -> CommandError:
     raise exc
 
 
+async def _retrieve(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    # The start operation keeps the failure in a future of its own; read it so asyncio does
+    # not report it as never retrieved.
+    with contextlib.suppress(Exception):
+        await start.workflow_handle()
+
+
 class ReferralCommands:
     """Sends commands to referral workflows on one task queue."""
 
@@ -90,11 +99,10 @@ class ReferralCommands:
             return await self.client.execute_update_with_start_workflow(
                 ReferralWorkflow.submit, input, start_workflow_operation=start
             )
-        except WorkflowAlreadyStartedError:
-            return await self._closed_duplicate(input)
-        except RPCError as exc:
-            # Some servers report a closed workflow under REJECT_DUPLICATE without details.
-            if exc.status == RPCStatusCode.ALREADY_EXISTS:
+        except (WorkflowAlreadyStartedError, RPCError) as exc:
+            await _retrieve(start)
+            # Some servers report a closed workflow under REJECT_DUPLICATE as a bare ALREADY_EXISTS.
+            if isinstance(exc, WorkflowAlreadyStartedError) or exc.status == RPCStatusCode.ALREADY_EXISTS:
                 return await self._closed_duplicate(input)
             raise _refusal(exc) from exc
         except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:

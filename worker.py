@@ -42,9 +42,7 @@ def activities_for(settings: Settings, *, policy: Policy, secret: str) -> list[A
     return [deadlines.plan_handoff, records.project_referral, notify.send_email]
 
 
-def build_worker(
-    client: Client, settings: Settings, *, secret: str, policy: Policy | None = None
-) -> Worker:
+def build_worker(client: Client, settings: Settings, *, secret: str, policy: Policy | None = None) -> Worker:
     """A worker on the configured task queue with every workflow and activity registered."""
     policy = policy or load_policy(settings.policy_file)
     return Worker(

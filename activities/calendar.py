@@ -95,7 +95,8 @@ class WorkingCalendar:
         """The instant `duration` after `start`; working time skips nights, weekends, holidays."""
         _require_aware(start)
         if not duration.working:
-            return (start + duration.as_timedelta()).astimezone(UTC)
+            # In UTC: aware arithmetic in a local zone is wall-clock, wrong by an hour across DST.
+            return start.astimezone(UTC) + duration.as_timedelta()
         remaining = self._duration_us(duration)
         d, t = self._snap_forward(start)
         for _ in range(self._max_days(remaining)):
@@ -110,7 +111,7 @@ class WorkingCalendar:
         """The instant `duration` before `end`, counting working time backwards for working durations."""
         _require_aware(end)
         if not duration.working:
-            return (end - duration.as_timedelta()).astimezone(UTC)
+            return end.astimezone(UTC) - duration.as_timedelta()
         remaining = self._duration_us(duration)
         d, t = self._snap_back(end)
         for _ in range(self._max_days(remaining)):
@@ -122,7 +123,7 @@ class WorkingCalendar:
         raise AssertionError("unreachable: each working day consumes working time")  # pragma: no cover
 
     def offset(self, due: datetime, offset: Offset) -> datetime:
-        """The instant of a ladder step: `due` moved by the offset (UTC)."""
+        """The instant of a ladder step: `due` moved by the offset (a zero offset is `due` itself), in UTC."""
         _require_aware(due)
         if offset.duration is None or offset.duration.is_zero:
             return due.astimezone(UTC)

@@ -107,7 +107,9 @@ def _outcome_text(input: EmailInput) -> str:
         }
         return labels.get(result, f"the front door decided {result}")
     if result in {r.value for r in DeclineReason}:
-        return f"{input.team_name} declined it ({result.replace('_', ' ')}); back to the front door for review"
+        return (
+            f"{input.team_name} declined it ({result.replace('_', ' ')}); back to the front door for review"
+        )
     return f"{input.team_name} recorded it as {input.record_id}"
 
 

@@ -8,6 +8,7 @@ running referral's history on replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -107,8 +108,7 @@ class ReferralWorkflow:
         self._transitioning = False
         await asyncio.gather(*self._pending)
         await workflow.wait_condition(
-            lambda: self._projected_version >= self._state.version
-            and workflow.all_handlers_finished()
+            lambda: self._projected_version >= self._state.version and workflow.all_handlers_finished()
         )
         projector.cancel()
         return self._state
@@ -177,7 +177,9 @@ class ReferralWorkflow:
     @acknowledge.validator
     def _validate_acknowledge(self, input: AcknowledgeInput) -> None:
         if input.team == Team.FRONT_DOOR:
-            raise ApplicationError("the front door records a decision, not an acknowledgement", type=NOT_AWAITING)
+            raise ApplicationError(
+                "the front door records a decision, not an acknowledgement", type=NOT_AWAITING
+            )
         self._open_handoff(input.team)
 
     @workflow.update
@@ -247,10 +249,8 @@ class ReferralWorkflow:
                 await workflow.wait_condition(lambda: handoff.closed_at is not None)
                 return
             sleep = min(s.at for s in waiting) - now
-            try:
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: handoff.closed_at is not None, timeout=sleep)
-            except TimeoutError:
-                pass
 
     async def _send_due(self, handoff: HandoffState, due: list[PlannedSend]) -> None:
         # Several repeats of one step that fell due while nothing ran are sent once, as the
@@ -417,8 +417,7 @@ class ReferralWorkflow:
         """Wait (bounded) until the next hand-off is open and the read model has caught up."""
         try:
             await workflow.wait_condition(
-                lambda: not self._transitioning
-                and self._projected_version >= self._state.version,
+                lambda: not self._transitioning and self._projected_version >= self._state.version,
                 timeout=SETTLE_TIMEOUT,
             )
         except TimeoutError:
@@ -444,4 +443,3 @@ class ReferralWorkflow:
             )
             self._projected_version = version
             self._projected_event_seq = events[-1].seq if events else self._projected_event_seq
-

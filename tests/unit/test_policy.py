@@ -126,7 +126,9 @@ class TestDurations:
 
     @pytest.mark.parametrize("text", ["4 workng hours", "4 hours", "PT", "30", "-PT1H", "pt30s", ""])
     def test_refuses_text_that_is_not_a_duration(self, text: str) -> None:
-        with pytest.raises(PolicyError, match="is not a duration: use ISO 8601 like PT4H or '4 working hours'"):
+        with pytest.raises(
+            PolicyError, match="is not a duration: use ISO 8601 like PT4H or '4 working hours'"
+        ):
             parse_duration(text)
 
     @pytest.mark.parametrize("text", ["P1M", "P1Y", "P1Y2M3D"])
@@ -191,7 +193,10 @@ class TestValidValues:
         assert policy.handoff(Team.FRONT_DOOR).due == {risk: parse_duration("PT4H") for risk in Risk}
 
     def test_literal_email_recipients_are_accepted(self) -> None:
-        text = edited('at = "due"\nnotify = ["team_manager", "referrer"]', 'at = "due"\nnotify = ["dsl@council.example"]')
+        text = edited(
+            'at = "due"\nnotify = ["team_manager", "referrer"]',
+            'at = "due"\nnotify = ["dsl@council.example"]',
+        )
         step = parse_policy(text).handoff(Team.FRONT_DOOR).steps[1]
         assert step.notify == ("dsl@council.example",)
 
@@ -219,7 +224,11 @@ class TestRefusedPolicies:
         assert "line 72: teams.fron_door: unknown team 'fron_door'" in message
 
     def test_missing_team(self) -> None:
-        text = DEFAULT_TEXT.split("[teams.other_agency]")[0] + "[handoffs" + DEFAULT_TEXT.split("[handoffs", 1)[1]
+        text = (
+            DEFAULT_TEXT.split("[teams.other_agency]")[0]
+            + "[handoffs"
+            + DEFAULT_TEXT.split("[handoffs", 1)[1]
+        )
         assert "teams: missing team for other_agency" in refused(text)
 
     def test_missing_handoff(self) -> None:
@@ -254,7 +263,9 @@ class TestRefusedPolicies:
         assert "handoffs.front_door.steps[2]: repeat needs repeat_every" in message
 
     def test_repeat_every_without_repeat(self) -> None:
-        message = refused(edited('repeat_every = "1 working day"\nrepeat = 20', 'repeat_every = "1 working day"'))
+        message = refused(
+            edited('repeat_every = "1 working day"\nrepeat = 20', 'repeat_every = "1 working day"')
+        )
         assert "handoffs.front_door.steps[2]: repeat_every needs repeat" in message
 
     def test_repeat_out_of_range(self) -> None:
@@ -334,7 +345,9 @@ class TestLoading:
     def test_file_errors_name_the_file(self, tmp_path: Path) -> None:
         path = tmp_path / "council.toml"
         path.write_text(edited('"Europe/London"', '"Mars/Olympus"'), encoding="utf-8")
-        with pytest.raises(PolicyError, match=r"^.*council\.toml: line 34: calendar\.timezone: unknown time zone"):
+        with pytest.raises(
+            PolicyError, match=r"^.*council\.toml: line 34: calendar\.timezone: unknown time zone"
+        ):
             load_policy(path)
 
     def test_lookups_refuse_unknown_teams(self) -> None:

@@ -86,8 +86,15 @@ class TestChristmasLadder:
             assert local.weekday() < 5 and 9 <= local.hour < 17
         if year == 2026:
             assert [minute(r.at) for r in reminders] == [london(2026, 12, 29, 11)]
-            assert [minute(e.email.due_at) for e in escalations] == [london(2026, 12, 30, 11)] * len(escalations)  # type: ignore[arg-type]
-            assert [(e.email.step, e.email.repeat) for e in escalations[:4]] == [(1, 0), (2, 0), (2, 1), (2, 2)]
+            assert [minute(e.email.due_at) for e in escalations] == [london(2026, 12, 30, 11)] * len(
+                escalations
+            )  # type: ignore[arg-type]
+            assert [(e.email.step, e.email.repeat) for e in escalations[:4]] == [
+                (1, 0),
+                (2, 0),
+                (2, 1),
+                (2, 2),
+            ]
             planned = {(p.step, p.repeat): p.at for p in handoff.plan}
             assert [minute(planned[(e.email.step, e.email.repeat)]) for e in escalations[:4]] == [
                 london(2026, 12, 30, 11),
@@ -136,16 +143,24 @@ class TestDecisions:
     """Outcomes, declines and the validators that refuse out-of-turn Updates."""
 
     async def test_decline_returns_to_front_door(self, harness: Harness, received_at: datetime) -> None:
-        intake = await harness.commands.submit(sample_details("NP-DECLINE"), actor=POLICE, received_at=received_at)
+        intake = await harness.commands.submit(
+            sample_details("NP-DECLINE"), actor=POLICE, received_at=received_at
+        )
         rid = intake.state.referral_id
         await harness.commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
         declined = await harness.commands.decline(
             rid, DeclineInput(reason=DeclineReason.CONSENT_DECLINED, note="family declined", actor=EARLY_HELP)
         )
         assert declined.state.status == Status.AWAITING_DECISION
-        assert [h.team for h in declined.state.handoffs] == [Team.FRONT_DOOR, Team.EARLY_HELP, Team.FRONT_DOOR]
+        assert [h.team for h in declined.state.handoffs] == [
+            Team.FRONT_DOOR,
+            Team.EARLY_HELP,
+            Team.FRONT_DOOR,
+        ]
         assert declined.state.current is not None and declined.state.current.escalation_level == 0
-        nfa = await harness.commands.decide(rid, DecisionInput(outcome=Outcome.NO_FURTHER_ACTION, actor=FRONT_DOOR))
+        nfa = await harness.commands.decide(
+            rid, DecisionInput(outcome=Outcome.NO_FURTHER_ACTION, actor=FRONT_DOOR)
+        )
         assert nfa.state.status == Status.CLOSED
         outcome_mails = [s.email for s in harness.fakes.of_kind("outcome")]
         assert [m.result for m in outcome_mails] == ["early_help", "consent_declined", "no_further_action"]
@@ -153,7 +168,9 @@ class TestDecisions:
     async def test_no_further_action_closes_after_referrer_told(
         self, harness: Harness, received_at: datetime
     ) -> None:
-        intake = await harness.commands.submit(sample_details("NP-NFA"), actor=POLICE, received_at=received_at)
+        intake = await harness.commands.submit(
+            sample_details("NP-NFA"), actor=POLICE, received_at=received_at
+        )
         result = await harness.commands.decide(
             intake.state.referral_id, DecisionInput(outcome=Outcome.NO_FURTHER_ACTION, actor=FRONT_DOOR)
         )
@@ -161,8 +178,12 @@ class TestDecisions:
         types = [e.type for e in result.state.events]
         assert types.index(EventType.EMAIL_SENT) < types.index(EventType.CLOSED)
 
-    async def test_validators_refuse_out_of_turn_updates(self, harness: Harness, received_at: datetime) -> None:
-        intake = await harness.commands.submit(sample_details("NP-VALID"), actor=POLICE, received_at=received_at)
+    async def test_validators_refuse_out_of_turn_updates(
+        self, harness: Harness, received_at: datetime
+    ) -> None:
+        intake = await harness.commands.submit(
+            sample_details("NP-VALID"), actor=POLICE, received_at=received_at
+        )
         rid = intake.state.referral_id
         with pytest.raises(CommandError) as refused:
             await harness.commands.acknowledge(
@@ -170,7 +191,9 @@ class TestDecisions:
             )
         assert refused.value.code == "not_awaiting"
         with pytest.raises(CommandError):
-            await harness.commands.decline(rid, DeclineInput(reason=DeclineReason.NOT_APPROPRIATE, actor=EARLY_HELP))
+            await harness.commands.decline(
+                rid, DeclineInput(reason=DeclineReason.NOT_APPROPRIATE, actor=EARLY_HELP)
+            )
         await harness.commands.decide(rid, DecisionInput(outcome=Outcome.SOCIAL_CARE, actor=FRONT_DOOR))
         with pytest.raises(CommandError) as again:
             await harness.commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
@@ -198,7 +221,9 @@ class TestIntake:
         assert len(second.state.handoffs) == 1
         assert EventType.DUPLICATE_SUBMISSION in [e.type for e in second.state.events]
 
-    async def test_same_key_different_content_conflicts(self, harness: Harness, received_at: datetime) -> None:
+    async def test_same_key_different_content_conflicts(
+        self, harness: Harness, received_at: datetime
+    ) -> None:
         await harness.commands.submit(sample_details("NP-CONFLICT"), actor=POLICE, received_at=received_at)
         with pytest.raises(CommandError) as conflict:
             await harness.commands.submit(
@@ -225,7 +250,9 @@ class TestIntake:
     async def test_projection_carries_details_and_every_event(
         self, harness: Harness, received_at: datetime
     ) -> None:
-        intake = await harness.commands.submit(sample_details("NP-PROJ"), actor=POLICE, received_at=received_at)
+        intake = await harness.commands.submit(
+            sample_details("NP-PROJ"), actor=POLICE, received_at=received_at
+        )
         assert intake.projected
         mine = [p for p in harness.fakes.projections if p.state.referral_id == intake.state.referral_id]
         seqs = [e.seq for p in mine for e in p.state.events]

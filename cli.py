@@ -1,0 +1,278 @@
+"""The `referrals` command: dev, api, worker, migrate, users create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+import logs
+from config import ConfigError, Settings, load_settings
+from models.enums import Role, Team
+from models.policy import PolicyError, load_policy
+
+log = structlog.get_logger("referrals")
+
+DEMO_USERS = [
+    (Role.POLICE, "PC A. Example", "police@demo.example", "Northamptonshire Police", None),
+    (Role.FRONT_DOOR, "MASH Officer", "front-door@demo.example", None, Team.FRONT_DOOR),
+    (Role.EARLY_HELP, "Early Help Worker", "early-help@demo.example", None, Team.EARLY_HELP),
+    (Role.MANAGER, "Safeguarding Manager", "manager@demo.example", None, None),
+]
+
+
+class Fatal(Exception):
+    """Stop with one line on stderr and a non-zero exit."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="referrals", description="Referral tracking: acknowledged or escalated."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="Temporal dev server, SQLite, one worker and the API, in the foreground")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--temporal-port", type=int, default=7233)
+    api = sub.add_parser("api", help="the HTTP API (production)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    sub.add_parser("worker", help="the Temporal worker (production)")
+    sub.add_parser("migrate", help="upgrade the read model to the newest schema")
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    create = users.add_parser("create", help="create a user and print its API token last")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--name", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--force")
+    create.add_argument("--team", choices=[t.value for t in Team])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logs.configure(settings.log_level)
+        if args.command == "migrate":
+            migrate(settings)
+        elif args.command == "users":
+            asyncio.run(create_user(settings, args))
+        elif args.command == "worker":
+            asyncio.run(run_worker(settings))
+        elif args.command == "api":
+            asyncio.run(run_api(settings, args.host, args.port))
+        elif args.command == "dev":
+            asyncio.run(run_dev(settings, args.host, args.port, args.temporal_port))
+    except (ConfigError, PolicyError, Fatal) as exc:
+        print(f"referrals: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def migrate(settings: Settings) -> None:
+    """Upgrade the read model."""
+    from models.migrate import upgrade
+
+    try:
+        upgrade(settings.resolved_database_url)
+    except Exception as exc:  # alembic and drivers raise many types; the operator needs one line
+        raise Fatal(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+
+
+async def create_user(settings: Settings, args: argparse.Namespace) -> None:
+    """Create a user; its token is the last line of stdout."""
+    from models import repository
+    from models.db import create_engine, session_factory
+
+    role = Role(args.role)
+    if role == Role.POLICE and not args.force:
+        raise Fatal("--force is required for a police user")
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            if await repository.user_by_email(session, args.email) is not None:
+                raise Fatal(f"a user with email {args.email} exists already")
+            user, token = await repository.create_user(
+                session, role=role, name=args.name, email=args.email, force=args.force, team=args.team
+            )
+    finally:
+        await engine.dispose()
+    print(f"created {user.role} user {user.name} <{user.email}> id={user.id}")
+    print(token)
+
+
+async def _connect(settings: Settings):  # type: ignore[no-untyped-def]
+    from worker import connect
+
+    try:
+        return await connect(settings)
+    except RuntimeError as exc:
+        raise Fatal(f"cannot reach Temporal at {settings.resolved_temporal_address}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Event | None = None) -> None:
+    """Run the worker until SIGINT/SIGTERM (or `stop`)."""
+    from worker import build_worker
+
+    policy = load_policy(settings.policy_file)
+    secret = settings.require_secret_key(dev=dev)
+    client = await _connect(settings)
+    worker = build_worker(client, settings, secret=secret, policy=policy)
+    own_stop = stop is None
+    stop = stop or asyncio.Event()
+    with _stop_on_signals(stop) if own_stop else contextlib.nullcontext():
+        task = asyncio.create_task(worker.run())
+        log.info(
+            "worker.started", task_queue=settings.task_queue, temporal=settings.resolved_temporal_address
+        )
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        await worker.shutdown()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _uvicorn_server(app: object, host: str, port: int):  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # The caller owns signals: one Ctrl-C stops the API, the worker and Temporal together.
+            yield
+
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+
+
+async def run_api(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    dev: bool = False,
+    stop: asyncio.Event | None = None,
+    client: object = None,
+) -> None:
+    """Serve the API until SIGINT/SIGTERM (or `stop`)."""
+    from api import create_app
+
+    secret = settings.require_secret_key(dev=dev)
+    app = create_app(
+        settings,
+        secret=secret,
+        client=client,  # type: ignore[arg-type]
+        outbox_enabled=dev and settings.smtp_url is None,
+    )
+    server = _uvicorn_server(app, host, port)
+    own_stop = stop is None
+    stop = stop or asyncio.Event()
+    with _stop_on_signals(stop) if own_stop else contextlib.nullcontext():
+        serving = asyncio.create_task(server.serve())
+        await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+        if not server.started and not stop.is_set():
+            raise Fatal(f"the API could not listen on {host}:{port} (in use?)")
+
+
+async def seed_demo_users(settings: Settings) -> list[tuple[str, str]] | None:
+    """Create the demo users once; their tokens are printed and kept in the data folder."""
+    from models import repository
+    from models.db import create_engine, session_factory
+
+    engine = create_engine(settings.resolved_database_url)
+    created: list[tuple[str, str]] = []
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            if await repository.user_by_email(session, DEMO_USERS[0][2]) is not None:
+                return None
+            for role, name, email, force, team in DEMO_USERS:
+                _, token = await repository.create_user(
+                    session, role=role, name=name, email=email, force=force, team=team.value if team else None
+                )
+                created.append((role.value, token))
+    finally:
+        await engine.dispose()
+    return created
+
+
+async def run_dev(settings: Settings, host: str, port: int, temporal_port: int) -> None:
+    """Everything on one machine, in the foreground, until Ctrl-C."""
+    from devserver import DevServer, DevServerError
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    load_policy(settings.policy_file)  # refuse a bad policy before starting anything
+    migrate(settings)
+    server: DevServer | None = None
+    if settings.temporal_address is None:
+        server = DevServer(settings.data_dir, port=temporal_port)
+        try:
+            server.start()
+            await server.wait_ready()
+        except DevServerError as exc:
+            server.stop()
+            raise Fatal(str(exc)) from None
+        settings = settings.model_copy(update={"temporal_address": server.address})
+    try:
+        tokens = await seed_demo_users(settings)
+        _print_banner(settings, host, port, tokens)
+        stop = asyncio.Event()
+        with _stop_on_signals(stop):
+            client = await _connect(settings)
+            worker = asyncio.create_task(run_worker(settings, dev=True, stop=stop))
+            api = asyncio.create_task(run_api(settings, host, port, dev=True, stop=stop, client=client))
+            done, _ = await asyncio.wait([worker, api], return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            await asyncio.gather(worker, api, return_exceptions=True)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+    finally:
+        if server is not None:
+            server.stop()
+    print("referrals dev: stopped", file=sys.stderr)
+
+
+def _print_banner(settings: Settings, host: str, port: int, tokens: list[tuple[str, str]] | None) -> None:
+    tokens_file = settings.data_dir / "demo-tokens.txt"
+    if tokens:
+        tokens_file.write_text("".join(f"{role}={token}\n" for role, token in tokens))
+        tokens_file.chmod(0o600)
+    lines = [
+        f"referral-tracker dev: API http://{host}:{port}  Temporal {settings.resolved_temporal_address}",
+        f"data folder {Path(settings.data_dir).resolve()}",
+        f"outbox http://{host}:{port}/dev/outbox"
+        if settings.smtp_url is None
+        else f"email via {settings.smtp_url.split('@')[-1]}",
+    ]
+    if tokens:
+        lines.append("demo users (tokens shown once; also saved in demo-tokens.txt in the data folder):")
+        lines += [f"  {role:<11} {token}" for role, token in tokens]
+    else:
+        lines.append(f"demo users exist already: their tokens are in {tokens_file}")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

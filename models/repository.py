@@ -1,0 +1,189 @@
+"""Queries of the read model, in one place; callers own the session and its transaction."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.enums import Role, Status, Team
+from models.payloads import HandoffState, ReferralEvent, ReferralState
+from models.tables import ApiToken, OutboxMessage, Referral, User
+from models.tables import ReferralEvent as EventRow
+
+TOKEN_PREFIX = "rt_"
+
+
+def state_of(row: Referral) -> ReferralState:
+    """The projected workflow state held in a referral row."""
+    return ReferralState(
+        referral_id=row.id,
+        reference=row.reference,
+        fingerprint=row.fingerprint,
+        force=row.force,
+        police_reference=row.police_reference,
+        risk=row.risk,
+        status=row.status,
+        received_at=row.received_at,
+        closed_at=row.closed_at,
+        outcome=row.outcome,
+        record_id=row.record_id,
+        handoffs=[HandoffState.model_validate(h) for h in row.handoffs],
+        version=row.version,
+    )
+
+
+async def get_referral(session: AsyncSession, referral_id: str) -> Referral | None:
+    """One referral row by id."""
+    return await session.get(Referral, referral_id)
+
+
+async def events_of(session: AsyncSession, referral_id: str) -> list[ReferralEvent]:
+    """A referral's chronology in order."""
+    rows = await session.scalars(
+        select(EventRow).where(EventRow.referral_id == referral_id).order_by(EventRow.seq)
+    )
+    return [
+        ReferralEvent(
+            seq=r.seq,
+            type=r.type,
+            at=r.at,
+            actor=r.actor,
+            handoff_seq=r.handoff_seq,
+            team=r.team,
+            data=r.data,
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Filters of GET /referrals."""
+
+    status: str = "open"
+    team: Team | None = None
+    overdue: bool | None = None
+    force: str | None = None
+
+
+def encode_cursor(row: Referral) -> str:
+    """An opaque cursor after `row` in (due_at, id) order."""
+    raw = json.dumps([row.due_at.isoformat() if row.due_at else None, row.id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime | None, str]:
+    """The position in a cursor; ValueError when it was not made by encode_cursor."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        due, rid = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(rid, str):
+            raise TypeError
+        return (datetime.fromisoformat(due) if due is not None else None), rid
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor returned by this API") from exc
+
+
+async def list_referrals(
+    session: AsyncSession, filters: ListFilter, *, now: datetime, limit: int, cursor: str | None
+) -> tuple[list[Referral], str | None]:
+    """A page of referrals ordered by due instant (closed ones, without one, last)."""
+    query = select(Referral)
+    if filters.status == "open":
+        query = query.where(Referral.status != Status.CLOSED.value)
+    else:
+        query = query.where(Referral.status == filters.status)
+    if filters.team is not None:
+        query = query.where(Referral.awaiting_team == filters.team.value)
+    if filters.force is not None:
+        query = query.where(Referral.force == filters.force)
+    if filters.overdue is True:
+        query = query.where(Referral.due_at < now, Referral.status != Status.CLOSED.value)
+    elif filters.overdue is False:
+        query = query.where(or_(Referral.due_at.is_(None), Referral.due_at >= now))
+    if cursor is not None:
+        due, rid = decode_cursor(cursor)
+        if due is None:
+            query = query.where(Referral.due_at.is_(None), Referral.id > rid)
+        else:
+            query = query.where(
+                or_(
+                    Referral.due_at > due,
+                    and_(Referral.due_at == due, Referral.id > rid),
+                    Referral.due_at.is_(None),
+                )
+            )
+    query = query.order_by(Referral.due_at.asc().nulls_last(), Referral.id).limit(limit + 1)
+    rows = list(await session.scalars(query))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def open_counts(session: AsyncSession, *, now: datetime) -> list[tuple[str | None, int, int]]:
+    """(awaiting team, open referrals, overdue referrals) for /metrics."""
+    overdue = func.sum(case((Referral.due_at < now, 1), else_=0))
+    rows = await session.execute(
+        select(Referral.awaiting_team, func.count(), overdue)
+        .where(Referral.status != Status.CLOSED.value)
+        .group_by(Referral.awaiting_team)
+    )
+    return [(team, int(count), int(late or 0)) for team, count, late in rows]
+
+
+async def outbox(session: AsyncSession, *, limit: int = 200) -> list[OutboxMessage]:
+    """The newest messages first (the dev outbox)."""
+    rows = await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit))
+    return list(rows)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored only as SHA-256 hashes: they are random, so no salt is needed."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    role: Role,
+    name: str,
+    email: str,
+    force: str | None = None,
+    team: str | None = None,
+) -> tuple[User, str]:
+    """A user with a new API token; the token is returned once and stored only hashed."""
+    now = datetime.now(UTC)
+    user = User(
+        id=uuid.uuid4().hex, name=name, email=email, role=role.value, force=force, team=team, created_at=now
+    )
+    session.add(user)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(id=uuid.uuid4().hex, user_id=user.id, token_hash=hash_token(token), created_at=now))
+    await session.flush()
+    return user, token
+
+
+async def user_for_token(session: AsyncSession, token: str, *, now: datetime) -> User | None:
+    """The user holding a valid (unrevoked, unexpired) token."""
+    row = await session.execute(
+        select(User)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(
+            ApiToken.token_hash == hash_token(token),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        )
+    )
+    return row.scalar_one_or_none()
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    """A user by email address."""
+    return (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
