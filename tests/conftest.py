@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sysconfig
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,3 +50,51 @@ EARLY_HELP = Actor(user_id="u-eh", name="EH Worker", role=Role.EARLY_HELP)
 def received_at() -> datetime:
     """A fixed instant for inputs that are not time-sensitive."""
     return datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+# ---- read-model databases --------------------------------------------------------------------
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _postgres_available() -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=3).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A new, migrated, empty read model on `backend` (sqlite or postgresql), dropped afterwards."""
+    from models.migrate import upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'read-model.db'}"
+        upgrade(url)
+        yield url
+        return
+    import psycopg
+
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 (.ci/run should start it)")
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    name = f"rt_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The read model on SQLite and on PostgreSQL, migrated by alembic (never create_all)."""
+    yield from fresh_database_url(request.param, tmp_path)

@@ -301,7 +301,7 @@ class ReferralWorkflow:
 
     async def _after(self, handoff: HandoffState) -> Team | None:
         """The next team after a closed hand-off, or None when the referral closes."""
-        result = handoff.result
+        result = handoff.result or ""
         if handoff.team == Team.FRONT_DOOR:
             outcome = Outcome(result)
             if outcome == Outcome.NO_FURTHER_ACTION:

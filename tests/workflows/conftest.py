@@ -47,10 +47,17 @@ class FakeSideEffects:
 
     emails: list[Sent] = field(default_factory=list)
     projections: list[ProjectInput] = field(default_factory=list)
+    #: Ladder sends (not outcome feedback) fail this many attempts in all, like SMTP being down.
+    failing_sends: int = 0
+    attempts: int = 0
 
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
         """Record the message; the server's scheduled time stands for when it was sent."""
+        self.attempts += 1
+        if input.kind.value != "outcome" and self.failing_sends > 0:
+            self.failing_sends -= 1
+            raise ConnectionRefusedError("SMTP server unreachable (fake)")
         self.emails.append(Sent(input, activity.info().current_attempt_scheduled_time))
         return EmailResult(message_id=f"<{input.key}@test>", status="sent", recipients=input.recipients)
 
@@ -72,6 +79,17 @@ class Harness:
     commands: ReferralCommands
     fakes: FakeSideEffects
     env: WorkflowEnvironment
+    queue: str
+    deadlines: DeadlineActivities
+
+    def worker(self) -> Worker:
+        """A worker on this harness's task queue with the fakes and the real calendar."""
+        return Worker(
+            self.client,
+            task_queue=self.queue,
+            workflows=[ReferralWorkflow],
+            activities=[self.deadlines.plan_handoff, self.fakes.send_email, self.fakes.project_referral],
+        )
 
 
 @pytest_asyncio.fixture
@@ -82,10 +100,6 @@ async def harness(env: WorkflowEnvironment, request: pytest.FixtureRequest) -> A
     fakes = FakeSideEffects()
     deadlines = DeadlineActivities(policy)
     queue = f"test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[ReferralWorkflow],
-        activities=[deadlines.plan_handoff, fakes.send_email, fakes.project_referral],
-    ):
-        yield Harness(env.client, ReferralCommands(env.client, queue), fakes, env)
+    h = Harness(env.client, ReferralCommands(env.client, queue), fakes, env, queue, deadlines)
+    async with h.worker():
+        yield h

@@ -1,0 +1,60 @@
+"""ReferralWorkflow under faults: mail server down, acknowledgement mid-retry, worker away."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from models.enums import EventType, Outcome, Status, Team
+from models.payloads import AcknowledgeInput, DecisionInput
+from tests.conftest import EARLY_HELP, FRONT_DOOR, POLICE, sample_details
+from tests.workflows.conftest import Harness
+from workflows.referral import ReferralWorkflow
+
+
+async def submitted_to_early_help(h: Harness, police_reference: str) -> str:
+    """A referral decided to Early Help at the server's current time; returns its id."""
+    now = await h.env.get_current_time()
+    intake = await h.commands.submit(sample_details(police_reference), actor=POLICE, received_at=now)
+    rid = intake.state.referral_id
+    await h.commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
+    return rid
+
+
+@pytest.mark.policy("demo.toml")
+class TestMailServerDown:
+    """Sends are retried until delivered and recorded once; an acknowledgement cancels a stuck send."""
+
+    async def test_failed_sends_are_retried_and_recorded_once(self, harness: Harness) -> None:
+        harness.fakes.failing_sends = 4
+        rid = await submitted_to_early_help(harness, "NP-SMTP-RETRY")
+        await harness.env.sleep(timedelta(minutes=5))
+        state = await harness.commands.state(rid)
+        sent = [e for e in state.events if e.type == EventType.EMAIL_SENT and e.team == Team.EARLY_HELP]
+        keys = [(e.data["step"], e.data["repeat"]) for e in sent]
+        assert harness.fakes.attempts > len(harness.fakes.emails), (
+            "no send ever failed: the test proves nothing"
+        )
+        assert len(keys) == len(set(keys)), "a ladder send was recorded twice"
+        current = state.current
+        assert current is not None
+        assert {(s.step, s.repeat) for s in current.plan} == set(keys), "a ladder send was lost"
+        assert current.escalation_level == sum(1 for s in current.plan if s.kind.value == "escalation")
+
+    async def test_acknowledgement_cancels_a_send_waiting_to_retry(self, harness: Harness) -> None:
+        harness.fakes.failing_sends = 10**6  # SMTP stays down
+        rid = await submitted_to_early_help(harness, "NP-SMTP-DOWN")
+        await harness.env.sleep(timedelta(minutes=2))
+        assert harness.fakes.of_kind("escalation") == []
+        acked = await harness.commands.acknowledge(
+            rid, AcknowledgeInput(team=Team.EARLY_HELP, record_id="EH-9", actor=EARLY_HELP)
+        )
+        assert acked.state.status == Status.CLOSED
+        harness.fakes.failing_sends = 0  # the server comes back
+        await harness.env.sleep(timedelta(minutes=10))
+        assert harness.fakes.of_kind("escalation") == [], "a stale escalation went out after acknowledgement"
+        assert harness.fakes.of_kind("reminder") == []
+        handle = harness.client.get_workflow_handle_for(ReferralWorkflow.run, f"referral-{rid}")
+        final = await handle.result()
+        assert final.status == Status.CLOSED
