@@ -6,9 +6,11 @@ leaves the secure network.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import unquote, urlsplit
@@ -16,7 +18,8 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 import structlog
-from sqlalchemy import select
+from aiosmtplib import SMTPResponse
+from sqlalchemy import Update, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -28,6 +31,14 @@ from web.links import AckLinks
 
 log = structlog.get_logger(__name__)
 LONDON = ZoneInfo("Europe/London")
+
+#: Outbox statuses after which a key is never sent again.
+FINAL_STATUSES = frozenset({"sent", "stored"})
+#: How long a claim ("sending") protects a row: longer than any attempt can hold it (the
+#: workflow's start-to-close timeout is 30 s and the SDK cancels an attempt that outlives it),
+#: short enough that a crashed worker delays the message by about a minute.
+CLAIM_LEASE = timedelta(seconds=60)
+CLAIM_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -123,33 +134,67 @@ class NotifyActivities:
         links: AckLinks,
         mail_from: str,
         smtp: SmtpTarget | None,
+        claim_lease: timedelta = CLAIM_LEASE,
     ) -> None:
         self.sessions = sessions
         self.links = links
         self.mail_from = mail_from
         self.smtp = smtp
+        self.claim_lease = claim_lease
 
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
-        """Send one message at most once per key; retried by Temporal until delivered."""
+        """Send one message at most once per key; retried by Temporal until delivered.
+
+        Concurrent attempts of one key (a retry that starts while a timed-out attempt is still
+        talking to SMTP) are serialised by a claim on the outbox row: only the attempt whose
+        conditional UPDATE moves the row from "pending" to "sending" delivers; the others wait
+        for its outcome. A claim older than `claim_lease` (its holder crashed) may be taken over.
+        """
         # The heartbeat lets an acknowledgement cancel a send that is waiting to retry.
         activity.heartbeat()
         row = await self._outbox_row(input)
-        if row.status in {"sent", "stored"}:
-            return EmailResult(message_id=row.message_id, status=row.status, recipients=row.recipients)
-        if self.smtp is None:
-            return await self._finish(row, "stored")
+        while row.status not in FINAL_STATUSES:
+            if self.smtp is not None:
+                claim = await self._claim(row.id)
+                if claim is not None:
+                    return await self._send_claimed(row, claim)
+            elif await self._store(row.id):
+                log.info("email.sent", key=row.key, kind=row.kind, status="stored", reference=row.reference)
+                return EmailResult(message_id=row.message_id, status="stored", recipients=row.recipients)
+            # Another attempt is sending this very message: wait for its outcome.
+            await asyncio.sleep(CLAIM_POLL_SECONDS)
+            activity.heartbeat()
+            row = await self._reload(row.id)
+        return _result(row)
+
+    async def _send_claimed(self, row: OutboxMessage, claim: datetime) -> EmailResult:
         try:
-            await self._deliver(row)
+            refused = await self._deliver(row)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            async with self.sessions() as session, session.begin():
-                stored = await session.get(OutboxMessage, row.id)
-                assert stored is not None
-                stored.attempts += 1
-                stored.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-            log.warning("email.delivery_failed", key=input.key, error=type(exc).__name__)
+            await self._release(row.id, claim, f"{type(exc).__name__}: {exc}"[:2000])
+            log.warning("email.delivery_failed", key=row.key, error=type(exc).__name__)
             raise
-        return await self._finish(row, "sent")
+        except BaseException:
+            # Cancelled (an acknowledgement, or the start-to-close timeout): free the claim so a
+            # later attempt need not wait for the lease to expire. Whether the server got the
+            # message is unknown; a resend carries the same Message-ID.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(row.id, claim, None))
+            raise
+        # Some recipients refused (all refused raises above): the others have the message, so it
+        # is not sent again, but the refusal is kept on the row and logged, never dropped silently.
+        error = None
+        if refused:
+            error = "refused by the mail server: " + "; ".join(
+                f"{address} ({response.code} {response.message})" for address, response in refused.items()
+            )
+            log.warning(
+                "email.recipients_refused", key=row.key, refused=len(refused), reference=row.reference
+            )
+        await self._finish(row.id, error[:2000] if error else None)
+        log.info("email.sent", key=row.key, kind=row.kind, status="sent", reference=row.reference)
+        return EmailResult(message_id=row.message_id, status="sent", recipients=row.recipients)
 
     async def _outbox_row(self, input: EmailInput) -> OutboxMessage:
         async with self.sessions() as session:
@@ -181,7 +226,8 @@ class NotifyActivities:
                 return existing
             return row
 
-    async def _deliver(self, row: OutboxMessage) -> None:
+    async def _deliver(self, row: OutboxMessage) -> dict[str, SMTPResponse]:
+        """Hand the message to the SMTP server; the recipients it refused (if it took the rest)."""
         assert self.smtp is not None
         message = EmailMessage()
         message["From"] = self.mail_from
@@ -191,7 +237,7 @@ class NotifyActivities:
         message["Date"] = format_datetime(row.created_at)
         message["X-Referral-Reference"] = row.reference
         message.set_content(row.body)
-        await aiosmtplib.send(
+        refused, _ = await aiosmtplib.send(
             message,
             hostname=self.smtp.host,
             port=self.smtp.port,
@@ -200,16 +246,85 @@ class NotifyActivities:
             use_tls=self.smtp.use_tls,
             timeout=20,
         )
+        return refused
 
-    async def _finish(self, row: OutboxMessage, status: str) -> EmailResult:
+    async def _reload(self, row_id: int) -> OutboxMessage:
+        async with self.sessions() as session:
+            row = await session.get(OutboxMessage, row_id)
+            assert row is not None
+            return row
+
+    async def _claim(self, row_id: int) -> datetime | None:
+        """Atomically take the row for delivery; the claim instant, or None if another holds it."""
+        now = datetime.now(UTC)
         async with self.sessions() as session, session.begin():
-            stored = await session.get(OutboxMessage, row.id)
-            assert stored is not None
-            stored.status = status
-            stored.attempts += 1
-            stored.sent_at = datetime.now(UTC)
-        log.info("email.sent", key=row.key, kind=row.kind, status=status, reference=row.reference)
-        return EmailResult(message_id=row.message_id, status=status, recipients=row.recipients)
+            result = await session.execute(
+                _update()
+                .where(
+                    OutboxMessage.id == row_id,
+                    or_(
+                        OutboxMessage.status == "pending",
+                        and_(
+                            OutboxMessage.status == "sending", OutboxMessage.sent_at < now - self.claim_lease
+                        ),
+                    ),
+                )
+                # While the row is "sending", sent_at holds the claim instant (the lease).
+                .values(status="sending", sent_at=now)
+            )
+        return now if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    async def _release(self, row_id: int, claim: datetime, error: str | None) -> None:
+        """Give the claim back after a failed attempt, recording the error."""
+        values: dict[str, object] = {
+            "status": "pending",
+            "sent_at": None,
+            "attempts": OutboxMessage.attempts + 1,
+        }
+        if error is not None:
+            values["last_error"] = error
+        async with self.sessions() as session, session.begin():
+            # Only our own claim: a takeover after the lease expired belongs to another attempt.
+            await session.execute(
+                _update()
+                .where(
+                    OutboxMessage.id == row_id,
+                    OutboxMessage.status == "sending",
+                    OutboxMessage.sent_at == claim,
+                )
+                .values(**values)
+            )
+
+    async def _store(self, row_id: int) -> bool:
+        """Dev outbox: mark a pending row stored (nothing leaves the machine); False if not pending."""
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                _update()
+                .where(OutboxMessage.id == row_id, OutboxMessage.status == "pending")
+                .values(status="stored", attempts=OutboxMessage.attempts + 1, sent_at=datetime.now(UTC))
+            )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _finish(self, row_id: int, error: str | None) -> None:
+        """Mark the row sent: the message was delivered, whatever happened to the claim meanwhile."""
+        values: dict[str, object] = {
+            "status": "sent",
+            "attempts": OutboxMessage.attempts + 1,
+            "sent_at": datetime.now(UTC),
+        }
+        if error is not None:
+            values["last_error"] = error
+        async with self.sessions() as session, session.begin():
+            await session.execute(_update().where(OutboxMessage.id == row_id).values(**values))
+
+
+def _update() -> Update:
+    """An UPDATE of outbox rows by condition (no ORM session synchronisation needed)."""
+    return update(OutboxMessage).execution_options(synchronize_session=False)
+
+
+def _result(row: OutboxMessage) -> EmailResult:
+    return EmailResult(message_id=row.message_id, status=row.status, recipients=row.recipients)
 
 
 async def _by_key(session: AsyncSession, key: str) -> OutboxMessage | None:

@@ -46,7 +46,7 @@ class RecordActivities:
         """Upsert the referral row (newer versions only) and append its new events."""
         state = input.state
         async with self.sessions() as session, session.begin():
-            insert = _insert(session.bind.dialect.name)
+            insert = _insert(session.get_bind().dialect.name)
             row = referral_row(state)
             values = {
                 "id": state.referral_id,
