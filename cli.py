@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -153,7 +155,25 @@ async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Eve
             await task
 
 
-def _uvicorn_server(app: object, host: str, port: int):  # type: ignore[no-untyped-def]
+def check_can_listen(host: str, port: int) -> None:
+    """Refuse early, in one line, an API address that is taken or not ours to bind."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise Fatal(f"the API cannot listen on {host}:{port}: {reason} (pass another --port)") from None
+
+
+async def _serve(server: object) -> None:
+    # uvicorn calls sys.exit() when it cannot bind; report that as Fatal below instead.
+    with contextlib.suppress(SystemExit):
+        await server.serve()  # type: ignore[attr-defined]
+
+
+def _uvicorn_server(app: Any, host: str, port: int):  # type: ignore[no-untyped-def]
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -177,6 +197,7 @@ async def run_api(
     """Serve the API until SIGINT/SIGTERM (or `stop`)."""
     from api import create_app
 
+    check_can_listen(host, port)
     secret = settings.require_secret_key(dev=dev)
     app = create_app(
         settings,
@@ -188,7 +209,7 @@ async def run_api(
     own_stop = stop is None
     stop = stop or asyncio.Event()
     with _stop_on_signals(stop) if own_stop else contextlib.nullcontext():
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(_serve(server))
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True
         await serving
@@ -217,24 +238,36 @@ async def seed_demo_users(settings: Settings) -> list[tuple[str, str]] | None:
     return created
 
 
+def dev_public_url(host: str, port: int) -> str:
+    """The base of links when `dev` serves on host:port (a wildcard host means this machine)."""
+    if host in {"", "0.0.0.0", "::", "[::]"}:
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{port}"
+
+
 async def run_dev(settings: Settings, host: str, port: int, temporal_port: int) -> None:
     """Everything on one machine, in the foreground, until Ctrl-C."""
     from devserver import DevServer, DevServerError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     load_policy(settings.policy_file)  # refuse a bad policy before starting anything
+    check_can_listen(host, port)
+    if "public_url" not in settings.model_fields_set:
+        # Links in emails point at this API unless the operator says otherwise.
+        settings = settings.model_copy(update={"public_url": dev_public_url(host, port)})
     migrate(settings)
     server: DevServer | None = None
-    if settings.temporal_address is None:
-        server = DevServer(settings.data_dir, port=temporal_port)
-        try:
-            server.start()
-            await server.wait_ready()
-        except DevServerError as exc:
-            server.stop()
-            raise Fatal(str(exc)) from None
-        settings = settings.model_copy(update={"temporal_address": server.address})
     try:
+        if settings.temporal_address is None:
+            server = DevServer(settings.data_dir, port=temporal_port)
+            try:
+                server.start()
+                await server.wait_ready()
+            except DevServerError as exc:
+                raise Fatal(str(exc)) from None
+            settings = settings.model_copy(update={"temporal_address": server.address})
         tokens = await seed_demo_users(settings)
         _print_banner(settings, host, port, tokens)
         stop = asyncio.Event()

@@ -133,5 +133,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        name = f"REFERRALS_{field.upper()}" if field else "configuration"
-        raise ConfigError(f"{name}: {first['msg']}") from None
+        # A validator's own message is clearer than pydantic's "Value error, ..." wrapping.
+        reason = str(first.get("ctx", {}).get("error", "")) or first["msg"]
+        if not field:
+            raise ConfigError(reason) from None
+        raise ConfigError(f"REFERRALS_{field.upper()}: {reason}") from None

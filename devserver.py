@@ -81,14 +81,29 @@ class DevServer:
         if not _is_our_server(pid, self.db_file):
             self.pid_file.unlink(missing_ok=True)
             return
-        os.kill(pid, signal.SIGTERM)
+        # It may be exiting already (PR_SET_PDEATHSIG sent it SIGTERM when its parent died).
+        self._signal(pid, signal.SIGTERM)
         for _ in range(100):
             if not _is_our_server(pid, self.db_file):
                 break
             time.sleep(0.1)
         else:
-            os.kill(pid, signal.SIGKILL)
+            self._signal(pid, signal.SIGKILL)
+            for _ in range(50):
+                if not _is_our_server(pid, self.db_file):
+                    break
+                time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+
+    def _signal(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # gone already
+        except PermissionError:
+            raise DevServerError(
+                f"a Temporal server this user may not stop (pid {pid}) uses {self.db_file}"
+            ) from None
 
     def start(self) -> None:
         """Start the server in the background; call `wait_ready` next."""
