@@ -220,7 +220,7 @@ class Step(BaseModel):
     model_config = _FROZEN
 
     at: Annotated[Offset, BeforeValidator(_coerce_offset)]
-    notify: tuple[Recipient, ...] = Field(min_length=1)
+    notify: tuple[Recipient, ...]
     repeat_every: DurationField | None = None
     repeat: int = Field(default=0, ge=0, le=100)
 
@@ -228,6 +228,14 @@ class Step(BaseModel):
     @classmethod
     def _one_recipient(cls, value: Any) -> Any:
         return (value,) if isinstance(value, str) else value
+
+    @field_validator("notify")
+    @classmethod
+    def _someone(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Checked after the items, so a bad recipient is not also reported as "no recipients".
+        if not value:
+            raise ValueError("name at least one recipient")
+        return value
 
     @model_validator(mode="after")
     def _repeat(self) -> Step:
