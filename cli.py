@@ -136,23 +136,28 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Event | None = None) -> None:
     """Run the worker until SIGINT/SIGTERM (or `stop`)."""
+    from models.db import create_engine
     from worker import build_worker
 
     policy = load_policy(settings.policy_file)
     secret = settings.require_secret_key(dev=dev)
     client = await _connect(settings)
-    worker = build_worker(client, settings, secret=secret, policy=policy)
+    engine = create_engine(settings.resolved_database_url)
+    worker = build_worker(client, settings, secret=secret, policy=policy, engine=engine)
     own_stop = stop is None
     stop = stop or asyncio.Event()
-    with _stop_on_signals(stop) if own_stop else contextlib.nullcontext():
-        task = asyncio.create_task(worker.run())
-        log.info(
-            "worker.started", task_queue=settings.task_queue, temporal=settings.resolved_temporal_address
-        )
-        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        await worker.shutdown()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    try:
+        with _stop_on_signals(stop) if own_stop else contextlib.nullcontext():
+            task = asyncio.create_task(worker.run())
+            log.info(
+                "worker.started", task_queue=settings.task_queue, temporal=settings.resolved_temporal_address
+            )
+            await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            await worker.shutdown()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await engine.dispose()
 
 
 def check_can_listen(host: str, port: int) -> None:

@@ -7,7 +7,7 @@ command against its state and answers synchronously.
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -44,6 +44,11 @@ class CommandError(Exception):
         self.message = message
 
 
+# An Update answers within seconds when a worker runs (it waits at most 5 s for the read
+# model). Past this, no worker is serving: answer 503 so the caller retries, rather than
+# hanging. A retried intake lands on the same workflow, so nothing is duplicated.
+UPDATE_TIMEOUT = timedelta(seconds=20)
+
 _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
 
 
@@ -71,9 +76,12 @@ async def _retrieve(start: WithStartWorkflowOperation[Any, Any]) -> None:
 class ReferralCommands:
     """Sends commands to referral workflows on one task queue."""
 
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(
+        self, client: Client, task_queue: str, *, update_timeout: timedelta = UPDATE_TIMEOUT
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.update_timeout = update_timeout
 
     async def submit(self, details: ReferralDetails, *, actor: Actor, received_at: datetime) -> IntakeResult:
         """Start the referral's workflow, or land on the existing one with the same key."""
@@ -97,15 +105,23 @@ class ReferralCommands:
         )
         try:
             return await self.client.execute_update_with_start_workflow(
-                ReferralWorkflow.submit, input, start_workflow_operation=start
+                ReferralWorkflow.submit,
+                input,
+                start_workflow_operation=start,
+                rpc_timeout=self.update_timeout,
             )
-        except (WorkflowAlreadyStartedError, RPCError) as exc:
+        except (
+            WorkflowAlreadyStartedError,
+            RPCError,
+            WorkflowUpdateFailedError,
+            WorkflowUpdateRPCTimeoutOrCancelledError,
+        ) as exc:
             await _retrieve(start)
             # Some servers report a closed workflow under REJECT_DUPLICATE as a bare ALREADY_EXISTS.
-            if isinstance(exc, WorkflowAlreadyStartedError) or exc.status == RPCStatusCode.ALREADY_EXISTS:
+            if isinstance(exc, WorkflowAlreadyStartedError) or (
+                isinstance(exc, RPCError) and exc.status == RPCStatusCode.ALREADY_EXISTS
+            ):
                 return await self._closed_duplicate(input)
-            raise _refusal(exc) from exc
-        except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
             raise _refusal(exc) from exc
 
     async def _closed_duplicate(self, input: ReferralInput) -> IntakeResult:
@@ -141,7 +157,9 @@ class ReferralCommands:
     async def _update(self, referral_id: str, update: object, input: object) -> UpdateResult:
         handle = self.client.get_workflow_handle(identity.workflow_id(referral_id))
         try:
-            result: UpdateResult = await handle.execute_update(update, input)  # type: ignore[call-overload]
+            result: UpdateResult = await handle.execute_update(  # type: ignore[call-overload]
+                update, input, rpc_timeout=self.update_timeout
+            )
         except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as exc:
             raise _refusal(exc) from exc
         return result

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
@@ -14,7 +15,7 @@ from activities.deadlines import DeadlineActivities
 from activities.notify import NotifyActivities, SmtpTarget
 from activities.records import RecordActivities
 from config import Settings
-from models.db import create_engine, session_factory
+from models.db import session_factory
 from models.policy import Policy, load_policy
 from web.links import AckLinks
 from workflows.referral import ReferralWorkflow
@@ -31,9 +32,9 @@ async def connect(settings: Settings) -> Client:
     )
 
 
-def activities_for(settings: Settings, *, policy: Policy, secret: str) -> list[Any]:
+def activities_for(settings: Settings, *, policy: Policy, secret: str, engine: AsyncEngine) -> list[Any]:
     """The activity callables, with their dependencies built from settings."""
-    sessions = session_factory(create_engine(settings.resolved_database_url))
+    sessions = session_factory(engine)
     links = AckLinks(secret, settings.public_url)
     smtp = SmtpTarget.from_url(settings.smtp_url) if settings.smtp_url else None
     deadlines = DeadlineActivities(policy)
@@ -42,14 +43,19 @@ def activities_for(settings: Settings, *, policy: Policy, secret: str) -> list[A
     return [deadlines.plan_handoff, records.project_referral, notify.send_email]
 
 
-def build_worker(client: Client, settings: Settings, *, secret: str, policy: Policy | None = None) -> Worker:
-    """A worker on the configured task queue with every workflow and activity registered."""
+def build_worker(
+    client: Client, settings: Settings, *, secret: str, engine: AsyncEngine, policy: Policy | None = None
+) -> Worker:
+    """A worker on the configured task queue with every workflow and activity registered.
+
+    The caller owns `engine` (the read model's) and disposes of it after the worker stops.
+    """
     policy = policy or load_policy(settings.policy_file)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=activities_for(settings, policy=policy, secret=secret),
+        activities=activities_for(settings, policy=policy, secret=secret, engine=engine),
         activity_executor=ThreadPoolExecutor(max_workers=4),
         max_cached_workflows=10_000,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from models.enums import (
     Concern,
@@ -24,10 +24,20 @@ from models.enums import (
     Team,
 )
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
-RecordId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+def _storable(value: str) -> str:
+    # PostgreSQL text columns refuse NUL: a referral holding one would be accepted by Temporal
+    # and then never projected, its read-model row retried forever.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Storable = AfterValidator(_storable)
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Storable]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000), Storable]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), Storable]
+RecordId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Storable]
 
 
 class Strict(BaseModel):

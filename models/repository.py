@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ from models.tables import ApiToken, OutboxMessage, Referral, User
 from models.tables import ReferralEvent as EventRow
 
 TOKEN_PREFIX = "rt_"
+_REFERRAL_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_referral_id(value: str) -> bool:
+    """True when `value` has the shape of a referral id (see models.identity.referral_id)."""
+    return _REFERRAL_ID.fullmatch(value) is not None
 
 
 def state_of(row: Referral) -> ReferralState:
@@ -85,9 +92,12 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         due, rid = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(rid, str):
+        if not isinstance(rid, str) or not is_referral_id(rid):
             raise TypeError
-        return (datetime.fromisoformat(due) if due is not None else None), rid
+        instant = datetime.fromisoformat(due) if due is not None else None
+        if instant is not None and instant.utcoffset() is None:
+            raise TypeError  # every cursor this API makes carries an offset
+        return instant, rid
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError("not a cursor returned by this API") from exc
 
@@ -164,6 +174,7 @@ async def create_user(
         id=uuid.uuid4().hex, name=name, email=email, role=role.value, force=force, team=team, created_at=now
     )
     session.add(user)
+    await session.flush()  # the token row refers to the user
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(id=uuid.uuid4().hex, user_id=user.id, token_hash=hash_token(token), created_at=now))
     await session.flush()

@@ -54,14 +54,14 @@ def received_at() -> datetime:
 
 # ---- read-model databases --------------------------------------------------------------------
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 def _postgres_available() -> bool:
     import psycopg
 
     try:
-        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=3).close()
+        psycopg.connect(POSTGRES_ADMIN, connect_timeout=3).close()
     except psycopg.OperationalError:
         return False
     return True
@@ -83,14 +83,16 @@ def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
             pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 (.ci/run should start it)")
         pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
     name = f"rt_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     try:
         upgrade(url)
         yield url
     finally:
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -98,3 +100,9 @@ def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The read model on SQLite and on PostgreSQL, migrated by alembic (never create_all)."""
     yield from fresh_database_url(request.param, tmp_path)
+
+
+# Imported here, at collection, on purpose: CPython 3.11.7 can raise a spurious "AST
+# constructor recursion depth mismatch" when pytest first rewrites hypothesis late, in its
+# terminal summary, after tests that ran the Temporal workflow sandbox.
+import hypothesis  # noqa: E402, F401

@@ -88,11 +88,15 @@ async def ack_submit(
         return _page(
             "This link is not valid", "<p>Front-door decisions are made from the dashboard.</p>", 404
         )
+    record = record_id.strip()
+    if not record or "\x00" in record:
+        # Blank after trimming (or unstorable) would fail AcknowledgeInput's own checks: a 500.
+        return _page("Enter your record id", "<p>Go back and enter the record id you created.</p>", 422)
     commands: ReferralCommands = request.app.state.commands
     actor = Actor(user_id=f"ack-link:{claim.referral_id}:{claim.handoff_seq}", name="emailed link", role=role)
     try:
         result = await commands.acknowledge(
-            claim.referral_id, AcknowledgeInput(team=claim.team, record_id=record_id.strip(), actor=actor)
+            claim.referral_id, AcknowledgeInput(team=claim.team, record_id=record, actor=actor)
         )
     except CommandError as exc:
         if exc.code == "unavailable":
@@ -100,5 +104,5 @@ async def ack_submit(
         return _page("Already acknowledged", "<p>Someone has already acted on this referral.</p>", 409)
     return _page(
         "Acknowledged",
-        f"<p>Referral {escape(result.state.reference)} is recorded as {escape(record_id)}.</p>",
+        f"<p>Referral {escape(result.state.reference)} is recorded as {escape(record)}.</p>",
     )

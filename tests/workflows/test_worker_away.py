@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.deadlines import DeadlineActivities
-from commands import ReferralCommands
+from commands import CommandError, ReferralCommands
 from models.enums import EventType, Outcome, Team
 from models.payloads import DecisionInput
 from models.policy import parse_policy
@@ -91,3 +91,29 @@ async def test_missed_repeats_collapse_after_worker_returns(local_client: Client
     collapsed = [e for e in state.events if e.type == EventType.STEPS_COLLAPSED]
     assert [e.data["repeats"] for e in collapsed] == [["0", "1", "2"]]
     assert state.current is not None and state.current.escalation_level == 2
+
+
+async def test_commands_time_out_without_a_worker_and_a_retry_is_safe(local_client: Client) -> None:
+    queue = f"nobody-{uuid.uuid4()}"
+    impatient = ReferralCommands(local_client, queue, update_timeout=timedelta(seconds=2))
+    details = sample_details("NP-NO-WORKER")
+    received = datetime.now(UTC)
+    with pytest.raises(CommandError) as refused:
+        await impatient.submit(details, actor=POLICE, received_at=received)
+    assert refused.value.code == "unavailable"
+    # The workflow is durable in Temporal already; once a worker serves its queue, the first
+    # attempt and the retry resolve to one referral with one intake.
+    fakes = FakeSideEffects()
+    deadlines = DeadlineActivities(parse_policy(FAST, "fast.toml"))
+    async with Worker(
+        local_client,
+        task_queue=queue,
+        workflows=[ReferralWorkflow],
+        activities=[deadlines.plan_handoff, fakes.send_email, fakes.project_referral],
+    ):
+        retried = await ReferralCommands(local_client, queue).submit(
+            details, actor=POLICE, received_at=received
+        )
+        state = await impatient.state(retried.state.referral_id)
+    assert len(state.handoffs) == 1
+    assert [e.type for e in state.events].count(EventType.RECEIVED) == 1
