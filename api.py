@@ -6,31 +6,23 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import structlog
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
-from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from fastapi import APIRouter, FastAPI, Query, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
 
-from commands import CommandError, ReferralCommands
+from commands import ReferralCommands
 from config import Settings
 from models import repository
 from models.db import create_engine, session_factory
 from models.enums import RECEIVING_ROLES, Role, Status, Team
 from models.identity import fingerprint
 from models.identity import referral_id as referral_id_for
-from models.payloads import AcknowledgeInput, Actor, DecisionInput, DeclineInput, ReferralState
+from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, ReferralState
 from models.schemas import (
     AcknowledgementCreate,
     Chronology,
@@ -41,225 +33,14 @@ from models.schemas import (
     ReferralPage,
     ReferralRead,
 )
-from models.tables import Referral, User
 from web.ack import router as ack_router
-
-log = structlog.get_logger(__name__)
-
-
-class ApiError(Exception):
-    """An error answered as {"error": {"code", "message", "fields"}}."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        fields: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.fields = fields or {}
-        self.headers = headers or {}
-
-
-def _error(
-    status: int,
-    code: str,
-    message: str,
-    fields: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "fields": fields or {}}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-_COMMAND_STATUS = {"conflict": 409, "not_awaiting": 409, "closed": 409, "not_found": 404, "unavailable": 503}
-
-
-_LOCATIONS = ("body", "query", "path", "header", "cookie")
-
-
-def _field_name(loc: tuple[Any, ...], kind: str = "") -> str:
-    # Only the leading element names where the value came from: a body field may itself be
-    # called "query" or "body". A JSON syntax error's location is a character offset, not a field.
-    if kind == "json_invalid":
-        return "body"
-    parts = [str(p) for p in (loc[1:] if loc and loc[0] in _LOCATIONS else loc)]
-    return ".".join(parts) or "body"
-
-
-async def _is_anonymous(request: Request) -> bool:
-    """True when an /api/v1 request has no valid bearer token (so 401 comes before 422)."""
-    if not request.url.path.startswith(router.prefix + "/"):
-        return False
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return True
-    try:
-        async with request.app.state.sessions() as session:
-            user = await repository.user_for_token(session, token.strip(), now=datetime.now(UTC))
-    except (SQLAlchemyError, OSError):
-        return False  # the 422 stands; the next request will meet the database error itself
-    return user is None
-
-
-def _unauthorized() -> JSONResponse:
-    return _error(
-        401, "unauthorized", "send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route answers on this path (for a 405's Allow header)."""
-    allowed = []
-    for method in _METHODS:
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
-            allowed.append(method)
-    return allowed
-
-
-def _temporal_unreachable(exc: BaseException) -> bool:
-    # A lazily connected client raises a bare RuntimeError when the server cannot be reached.
-    return isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect")
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error in the contract's JSON shape; nothing escapes as a bare 500."""
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, exc.fields, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI parses a JSON body before it runs dependencies: without this, an anonymous
-        # caller sending malformed JSON would learn about validation instead of getting 401.
-        if await _is_anonymous(request):
-            return _unauthorized()
-        fields: dict[str, str] = {}
-        for err in exc.errors():
-            name = _field_name(tuple(err.get("loc", ())), str(err.get("type", "")))
-            fields.setdefault(name, str(err.get("msg", "invalid")))
-        return _error(422, "invalid", "the request is not valid: see fields", fields)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:
-            # A body FastAPI could not even decode (bad UTF-8, absurd nesting) is invalid input.
-            if await _is_anonymous(request):
-                return _unauthorized()
-            return _error(422, "invalid", "the request body is not valid JSON", {"body": str(exc.detail)})
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = getattr(exc, "headers", None)
-        if exc.status_code == 405:
-            # Starlette names only the first route that matched the path; list every one.
-            allowed = _allowed_methods(request)
-            if allowed:
-                headers = {**(headers or {}), "Allow": ", ".join(allowed)}
-        return _error(exc.status_code, code, str(exc.detail), headers=headers)
-
-    @app.exception_handler(CommandError)
-    async def _command(_: Request, exc: CommandError) -> JSONResponse:
-        status = _COMMAND_STATUS.get(exc.code, 409)
-        headers = {"Retry-After": "5"} if status == 503 else None
-        return _error(status, exc.code, exc.message, headers=headers)
-
-    @app.exception_handler(RPCError)
-    async def _temporal(_: Request, exc: RPCError) -> JSONResponse:
-        log.warning("temporal.unavailable", status=str(exc.status))
-        return _error(503, "unavailable", "Temporal is unreachable; retry", headers={"Retry-After": "5"})
-
-    @app.exception_handler(SQLAlchemyError)
-    async def _database(_: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.warning("database.unavailable", error=type(exc).__name__)
-        return _error(503, "unavailable", "the database is unavailable; retry", headers={"Retry-After": "5"})
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if _temporal_unreachable(exc):
-            log.warning("temporal.unavailable", error=str(exc).splitlines()[0][:200])
-            return _error(503, "unavailable", "Temporal is unreachable; retry", headers={"Retry-After": "5"})
-        log.exception("api.unexpected_error", error=type(exc).__name__)
-        return _error(500, "internal", "unexpected error; it has been logged")
-
-
-# ---- dependencies ----------------------------------------------------------------------------
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; the request boundary commits."""
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with sessions() as session:
-        yield session
-        await session.commit()
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-
-async def current_user(request: Request, session: SessionDep) -> User:
-    """The user behind the bearer token, or 401."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", headers=challenge)
-    user = await repository.user_for_token(session, token.strip(), now=datetime.now(UTC))
-    if user is None:
-        raise ApiError(401, "unauthorized", "the token is not valid", headers=challenge)
-    return user
-
-
-CurrentUser = Annotated[User, Depends(current_user)]
-
-
-def commands_of(request: Request) -> ReferralCommands:
-    """The Temporal command sender."""
-    commands: ReferralCommands = request.app.state.commands
-    return commands
-
-
-Commands = Annotated[ReferralCommands, Depends(commands_of)]
-
-
-def require(user: User, *roles: Role) -> None:
-    """403 unless the user has one of `roles`."""
-    if user.role not in {r.value for r in roles}:
-        raise ApiError(403, "forbidden", f"the {user.role} role may not do this")
-
-
-def _same_force(a: str | None, b: str) -> bool:
-    return a is not None and " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
-
-
-async def visible_referral(session: AsyncSession, user: User, referral_id: str) -> Referral:
-    """The referral if this user may see it: 404 unknown, 403 another force's for police."""
-    if not repository.is_referral_id(referral_id):
-        # Not even the shape of an id (PostgreSQL refuses some strings, e.g. with NUL, outright).
-        raise ApiError(404, "not_found", "no such referral")
-    row = await repository.get_referral(session, referral_id)
-    if row is None:
-        raise ApiError(404, "not_found", "no such referral")
-    if user.role == Role.POLICE.value and not _same_force(user.force, row.force):
-        raise ApiError(403, "forbidden", "this referral belongs to another force")
-    return row
-
-
-def actor_of(user: User) -> Actor:
-    """The user as recorded in history."""
-    return Actor(user_id=user.id, name=user.name, role=Role(user.role))
-
+from web.deps import Commands, CurrentUser, SessionDep, actor_of, require, same_force, visible_referral
+from web.errors import API_PREFIX, ApiError, install_error_handlers
+from web.ops import ops
 
 # ---- routes ----------------------------------------------------------------------------------
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix=API_PREFIX)
 
 
 def _read(result_state: ReferralState, now: datetime) -> dict[str, Any]:
@@ -272,7 +53,7 @@ async def submit_referral(
 ) -> JSONResponse:
     """Submit a referral: 201 created, 202 created but not yet listed, 200 duplicate, 409 conflict."""
     require(user, Role.POLICE, Role.FRONT_DOOR)
-    if user.role == Role.POLICE.value and not _same_force(user.force, body.force):
+    if user.role == Role.POLICE.value and not same_force(user.force, body.force):
         raise ApiError(
             403,
             "forbidden",
@@ -415,80 +196,6 @@ async def chronology(
 
 
 # ---- operations ------------------------------------------------------------------------------
-
-ops = APIRouter()
-
-
-@ops.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@ops.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the read model and Temporal each answer."""
-    checks: dict[str, str] = {}
-    engine: AsyncEngine = request.app.state.engine
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except (OSError, SQLAlchemyError) as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    try:
-        client: Client = request.app.state.commands.client
-        await client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=timedelta(seconds=3))
-        checks["temporal"] = "ok"
-    except (RPCError, RuntimeError, OSError) as exc:
-        checks["temporal"] = f"unavailable: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
-    )
-
-
-@ops.get("/metrics", response_class=PlainTextResponse)
-async def metrics(session: SessionDep) -> str:
-    """Prometheus text: open and overdue referrals by awaiting team."""
-    try:
-        counts = await repository.open_counts(session, now=datetime.now(UTC))
-    except OperationalError:
-        raise ApiError(503, "unavailable", "the database is unavailable") from None
-    lines = [
-        "# HELP referrals_open Referrals not yet closed, by the team they await.",
-        "# TYPE referrals_open gauge",
-    ]
-    lines += [f'referrals_open{{team="{team or "none"}"}} {count}' for team, count, _ in counts]
-    lines += [
-        "# HELP referrals_overdue Open referrals past their due instant.",
-        "# TYPE referrals_overdue gauge",
-    ]
-    lines += [f'referrals_overdue{{team="{team or "none"}"}} {late}' for team, _, late in counts]
-    return "\n".join(lines) + "\n"
-
-
-@ops.get("/dev/outbox")
-async def dev_outbox(request: Request, session: SessionDep) -> list[dict[str, Any]]:
-    """The built-in outbox (only when no SMTP server is configured)."""
-    if not request.app.state.outbox_enabled:
-        raise ApiError(404, "not_found", "the dev outbox is off: email goes to REFERRALS_SMTP_URL")
-    rows = await repository.outbox(session)
-    return [
-        {
-            "key": r.key,
-            "reference": r.reference,
-            "kind": r.kind,
-            "to": r.recipients,
-            "subject": r.subject,
-            "body": r.body,
-            "message_id": r.message_id,
-            "status": r.status,
-            "sent_at": r.sent_at.isoformat() if r.sent_at else None,
-        }
-        for r in rows
-    ]
-
 
 # ---- app -------------------------------------------------------------------------------------
 
