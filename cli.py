@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import signal
 import socket
 import sys
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True)
     create.add_argument("--force")
     create.add_argument("--team", choices=[t.value for t in Team])
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read a sign-in password for the web pages from stdin"
+    )
+    set_password = users.add_parser("set-password", help="set a user's web sign-in password, read from stdin")
+    set_password.add_argument("--email", required=True)
     return parser
 
 
@@ -65,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(settings.log_level)
         if args.command == "migrate":
             migrate(settings)
-        elif args.command == "users":
+        elif args.command == "users" and args.users_command == "create":
             asyncio.run(create_user(settings, args))
+        elif args.command == "users":
+            asyncio.run(set_password(settings, args.email, _password_from_stdin()))
         elif args.command == "worker":
             asyncio.run(run_worker(settings))
         elif args.command == "api":
@@ -99,6 +107,7 @@ async def create_user(settings: Settings, args: argparse.Namespace) -> None:
     role = Role(args.role)
     if role == Role.POLICE and not args.force:
         raise Fatal("--force is required for a police user")
+    password_hash = _hashed(_password_from_stdin()) if args.password_stdin else None
     engine = create_engine(settings.resolved_database_url)
     try:
         async with session_factory(engine)() as session, session.begin():
@@ -107,10 +116,45 @@ async def create_user(settings: Settings, args: argparse.Namespace) -> None:
             user, token = await repository.create_user(
                 session, role=role, name=args.name, email=args.email, force=args.force, team=args.team
             )
+            user.password_hash = password_hash
     finally:
         await engine.dispose()
     print(f"created {user.role} user {user.name} <{user.email}> id={user.id}")
     print(token)
+
+
+def _password_from_stdin() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise Fatal("give the password on stdin, e.g. `printf '%s\\n' \"$PASSWORD\" | referrals users ...`")
+    return password
+
+
+def _hashed(password: str) -> str:
+    from web.auth import hash_password
+
+    try:
+        return hash_password(password)
+    except ValueError as exc:
+        raise Fatal(str(exc)) from None
+
+
+async def set_password(settings: Settings, email: str, password: str) -> None:
+    """Set (or replace) a user's web sign-in password."""
+    from models import repository
+    from models.db import create_engine, session_factory
+
+    password_hash = _hashed(password)
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            user = await repository.user_by_email(session, email)
+            if user is None:
+                raise Fatal(f"no user with email {email}")
+            user.password_hash = password_hash
+    finally:
+        await engine.dispose()
+    print(f"password set for {email}")
 
 
 async def _connect(settings: Settings):  # type: ignore[no-untyped-def]
@@ -223,10 +267,12 @@ async def run_api(
 
 
 async def seed_demo_users(settings: Settings) -> list[tuple[str, str]] | None:
-    """Create the demo users once; their tokens are printed and kept in the data folder."""
+    """Create the demo users once; tokens and the shared demo password are kept in the data folder."""
     from models import repository
     from models.db import create_engine, session_factory
 
+    password = secrets.token_urlsafe(12)
+    password_hash = _hashed(password)
     engine = create_engine(settings.resolved_database_url)
     created: list[tuple[str, str]] = []
     try:
@@ -234,12 +280,16 @@ async def seed_demo_users(settings: Settings) -> list[tuple[str, str]] | None:
             if await repository.user_by_email(session, DEMO_USERS[0][2]) is not None:
                 return None
             for role, name, email, force, team in DEMO_USERS:
-                _, token = await repository.create_user(
+                user, token = await repository.create_user(
                     session, role=role, name=name, email=email, force=force, team=team.value if team else None
                 )
+                user.password_hash = password_hash
                 created.append((role.value, token))
     finally:
         await engine.dispose()
+    passwords = settings.data_dir / "demo-passwords.txt"
+    passwords.write_text("".join(f"{email}={password}\n" for _, _, email, _, _ in DEMO_USERS))
+    passwords.chmod(0o600)
     return created
 
 
@@ -307,8 +357,10 @@ def _print_banner(settings: Settings, host: str, port: int, tokens: list[tuple[s
     if tokens:
         lines.append("demo users (tokens shown once; also saved in demo-tokens.txt in the data folder):")
         lines += [f"  {role:<11} {token}" for role, token in tokens]
+        password = (settings.data_dir / "demo-passwords.txt").read_text().splitlines()[0].split("=", 1)[1]
+        lines.append(f"sign in at /sign-in as e.g. {DEMO_USERS[3][2]} with password {password}")
     else:
-        lines.append(f"demo users exist already: their tokens are in {tokens_file}")
+        lines.append(f"demo users exist already: tokens in {tokens_file}, passwords in demo-passwords.txt")
     print("\n".join(lines), flush=True)
 
 
