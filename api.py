@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from activities.calendar import WorkingCalendar
 from commands import ReferralCommands
 from config import Settings
 from models import repository
@@ -23,6 +24,7 @@ from models.enums import RECEIVING_ROLES, Role, Status, Team
 from models.identity import fingerprint
 from models.identity import referral_id as referral_id_for
 from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, ReferralState
+from models.policy import Policy, load_policy
 from models.schemas import (
     AcknowledgementCreate,
     Chronology,
@@ -34,9 +36,15 @@ from models.schemas import (
     ReferralRead,
 )
 from web.ack import router as ack_router
+from web.dashboard import router as dashboard_router
 from web.deps import Commands, CurrentUser, SessionDep, actor_of, require, same_force, visible_referral
 from web.errors import API_PREFIX, ApiError, install_error_handlers
 from web.ops import ops
+from web.referral_page import router as referral_page_router
+from web.security import SecurityHeaders
+from web.session import Sessions
+from web.signin import router as sign_in_router
+from web.templating import Site, build_environment, install_pages
 
 # ---- routes ----------------------------------------------------------------------------------
 
@@ -207,8 +215,13 @@ def create_app(
     client: Client | None = None,
     engine: AsyncEngine | None = None,
     outbox_enabled: bool = False,
+    policy: Policy | None = None,
 ) -> FastAPI:
-    """The app; `client` and `engine` may be given (tests, `referrals dev`), else built at start."""
+    """The app; `client` and `engine` may be given (tests, `referrals dev`), else built at start.
+
+    The policy (its calendar dates the dashboard's working-time ages) is loaded here, once.
+    """
+    policy = policy or load_policy(settings.policy_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -233,8 +246,23 @@ def create_app(
     app.state.outbox_enabled = outbox_enabled
     app.state.links_secret = secret
     app.state.settings = settings
+    app.state.browser_sessions = Sessions(secret, secure=settings.public_url.startswith("https://"))
     install_error_handlers(app)
+    calendar = WorkingCalendar(policy.calendar)
+    install_pages(
+        app,
+        site=Site(
+            env=build_environment(),
+            policy=policy,
+            calendar=calendar,
+            zone=calendar.zone,
+        ),
+    )
+    app.add_middleware(SecurityHeaders)
     app.include_router(router)
     app.include_router(ops)
     app.include_router(ack_router)
+    app.include_router(sign_in_router)
+    app.include_router(dashboard_router)
+    app.include_router(referral_page_router)
     return app

@@ -87,6 +87,11 @@ class Referral(Base):
         UniqueConstraint("force", "police_reference", name="uq_referral_force_police_reference"),
         Index("ix_referral_status_due_at", "status", "due_at", "id"),
         Index("ix_referral_awaiting_team_due_at", "awaiting_team", "due_at", "id"),
+        # The dashboard: open referrals in urgency order, and its counts without reading rows.
+        Index("ix_referral_due_at", "due_at", "id"),
+        Index(
+            "ix_referral_open_summary", "awaiting_team", "force", "risk", "due_at", "received_at", "status"
+        ),
     )
 
 

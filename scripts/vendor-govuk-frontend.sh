@@ -6,7 +6,7 @@
 # only on GOV.UK domains, and councils and police forces are not, so it is built with Arial
 # (as the Design System advises for services outside GOV.UK) and no font files are shipped.
 set -euo pipefail
-VERSION=5.11.2
+VERSION=6.3.0
 SASS=1.93.2
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -27,7 +27,7 @@ target=web/static/govuk
 rm -rf "$target"
 mkdir -p "$target/assets"
 cp "$work/govuk-frontend.min.css" "$dist/govuk-frontend.min.js" "$target/"
-cp -r "$dist/assets/images" "$dist/assets/rebrand" "$dist/assets/manifest.json" "$target/assets/"
+cp -r "$dist/assets/images" "$dist/assets/manifest.json" "$target/assets/"
 cp "$work/node_modules/govuk-frontend/LICENSE.txt" "$target/LICENSE.txt" 2>/dev/null || true
 echo "govuk-frontend $VERSION, compiled with sass $SASS and Arial" > "$target/VERSION"
 echo "vendored govuk-frontend $VERSION into $target"

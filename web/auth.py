@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pwdlib import PasswordHash
+from pwdlib.exceptions import PwdlibError
 
 _HASHER = PasswordHash.recommended()
 
@@ -22,7 +23,10 @@ def verify_password(password: str, password_hash: str | None) -> bool:
         # Spend the same time as a real check, so a missing account is not detectable by timing.
         _HASHER.verify(password, _DUMMY_HASH)
         return False
-    return _HASHER.verify(password, password_hash)
+    try:
+        return _HASHER.verify(password, password_hash)
+    except (PwdlibError, ValueError):
+        return False  # a hash this library cannot read (hand-edited, or another scheme) never matches
 
 
 _DUMMY_HASH = _HASHER.hash("a password that nobody has, used for timing only")

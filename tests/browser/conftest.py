@@ -48,10 +48,12 @@ CHROMIUM_ARGS = [
 ]
 
 # Red referrals are overdue within seconds; everything else is due days away.
+# Early Help's reminder (due - 20 s) goes out 2 s after the hand-off opens, with its ack link.
 BROWSER_POLICY = (
     (ROOT / "policies" / "demo.toml")
     .read_text()
     .replace('due = "PT60S"', 'due = { red = "PT4S", amber = "P3D", green = "P3D" }', 1)
+    .replace('due = "PT60S"', 'due = "PT22S"', 1)
 )
 
 USERS = {

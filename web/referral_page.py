@@ -1,0 +1,311 @@
+"""`/referrals/{id}`: the referral, its hand-offs, its chronology (and CSV), and the actions of each role.
+
+Actions are forms posted back here; they go through ReferralCommands exactly like the JSON API.
+Success redirects (303) to the page with a banner; a referral someone else has acted on is a
+409 page that says so; invalid input shows the page again with a GOV.UK error summary (422).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
+from temporalio.service import RPCError
+
+from commands import CommandError
+from models import repository
+from models.enums import RECEIVING_ROLES, DeclineReason, Outcome, Role, Status, Team
+from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, UpdateResult
+from models.schemas import ReferralRead
+from models.tables import Referral, User
+from web.chronology import describe, to_csv
+from web.dashboard import RAG_TAG, csv_cell
+from web.deps import SessionDep, actor_of, commands_of, same_force
+from web.session import DASHBOARD_ROLES, PageUser, checked_form, require_role
+from web.templating import PageError, format_instant, local_iso, render, site_of
+
+router = APIRouter()
+
+#: Who may open a referral's page (police: their own force's only).
+PAGE_ROLES = DASHBOARD_ROLES | {Role.POLICE}
+#: Who may read the children's names, the summary, the concerns and the referrer.
+PERSONAL_DETAILS_ROLES = frozenset(
+    {Role.FRONT_DOOR, Role.EARLY_HELP, Role.SOCIAL_CARE, Role.OTHER_AGENCY, Role.MANAGER}
+)
+
+CONFLICT = "Someone else has already acted on this referral"
+DONE = {
+    "decision": "Decision recorded",
+    "acknowledged": "Referral acknowledged",
+    "declined": "Referral declined and returned to the front door",
+}
+OUTCOME_CHOICES = [
+    (Outcome.EARLY_HELP.value, "Early Help"),
+    (Outcome.SOCIAL_CARE.value, "Children's social care"),
+    (Outcome.OTHER_AGENCY.value, "Another agency"),
+    (Outcome.NO_FURTHER_ACTION.value, "No further action"),
+]
+DECLINE_CHOICES = [
+    (DeclineReason.CONSENT_DECLINED.value, "Consent declined"),
+    (DeclineReason.NOT_APPROPRIATE.value, "Not appropriate for Early Help"),
+]
+#: How a closed hand-off's result and a referral's outcome read on the page.
+RESULT_LABELS = {
+    **dict(OUTCOME_CHOICES),
+    "acknowledged": "Acknowledged",
+    **{value: f"Declined: {text.lower()}" for value, text in DECLINE_CHOICES},
+}
+NOTE_MAX = 2000
+RECORD_ID_MAX = 100
+
+
+async def visible(session: AsyncSession, user: User, referral_id: str) -> Referral:
+    """The referral if this user may see it: a 404 page for unknown, 403 for another force's."""
+    require_role(user, PAGE_ROLES, "may not see referrals")
+    row = (
+        await repository.get_referral(session, referral_id)
+        if repository.is_referral_id(referral_id)
+        else None
+    )
+    if row is None:
+        raise PageError(
+            404,
+            "Referral not found",
+            "There is no referral at this address.",
+            link=("/", "Go to the dashboard"),
+        )
+    if user.role == Role.POLICE.value and not same_force(user.force, row.force):
+        raise PageError(403, "You cannot see this referral", "This referral belongs to another police force.")
+    return row
+
+
+def actions_for(user: User, read: ReferralRead) -> dict[str, bool]:
+    """Which forms this user gets on this referral now."""
+    role = Role(user.role)
+    team = RECEIVING_ROLES.get(role)
+    decide = (
+        role == Role.FRONT_DOOR
+        and read.status == Status.AWAITING_DECISION
+        and read.awaiting_team == Team.FRONT_DOOR
+    )
+    acknowledge = team is not None and read.awaiting_team == team
+    return {"decide": decide, "acknowledge": acknowledge, "decline": acknowledge and role == Role.EARLY_HELP}
+
+
+async def _page(
+    request: Request,
+    session: AsyncSession,
+    user: User,
+    referral_id: str,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    banner: str | None = None,
+    conflict: str | None = None,
+) -> HTMLResponse:
+    site = site_of(request)
+    row = await visible(session, user, referral_id)
+    now = datetime.now(UTC)
+    read = ReferralRead.build(repository.state_of(row), now=now)
+    events = await repository.events_of(session, row.id)
+    entries = [describe(e, site.team_name, lambda dt: format_instant(dt, site.zone)) for e in events]
+    details = row.details if Role(user.role) in PERSONAL_DETAILS_ROLES else None
+    return render(
+        request,
+        "referral.html",
+        status=status,
+        title=f"Referral {row.reference}",
+        bodyClasses="app-wide",
+        referral=read,
+        submitted_by=row.submitted_by,
+        show_details=Role(user.role) in PERSONAL_DETAILS_ROLES,
+        details=details,
+        entries=entries,
+        actions=actions_for(user, read),
+        errors=errors or {},
+        values=values or {},
+        banner=banner,
+        conflict=conflict,
+        rag_tag=RAG_TAG,
+        outcome_choices=OUTCOME_CHOICES,
+        result_labels=RESULT_LABELS,
+        decline_choices=DECLINE_CHOICES,
+        now=now,
+    )
+
+
+@router.get("/referrals/{referral_id}", response_class=HTMLResponse, include_in_schema=False)
+async def referral_page(request: Request, referral_id: str, user: PageUser, session: SessionDep) -> Response:
+    """The referral, its hand-offs and chronology, and this user's actions."""
+    banner = DONE.get(request.query_params.get("done") or "")
+    return await _page(request, session, user, referral_id, banner=banner)
+
+
+@router.get("/referrals/{referral_id}/chronology.csv", include_in_schema=False)
+async def chronology_csv(request: Request, referral_id: str, user: PageUser, session: SessionDep) -> Response:
+    """Every event in order, as a spreadsheet for a case review."""
+    site = site_of(request)
+    row = await visible(session, user, referral_id)
+    events = await repository.events_of(session, row.id)
+    entries = [describe(e, site.team_name, lambda dt: format_instant(dt, site.zone)) for e in events]
+    body = to_csv(entries, lambda dt: local_iso(dt, site.zone), csv_cell)
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{row.reference}-chronology.csv"'},
+    )
+
+
+# ---- actions ---------------------------------------------------------------------------------
+
+
+def _note(form: FormData, field: str, errors: dict[str, str], values: dict[str, str]) -> str:
+    note = str(form.get("note") or "").strip()
+    values[field] = note
+    if len(note) > NOTE_MAX:
+        errors[field] = f"Note must be {NOTE_MAX:,} characters or fewer"
+    elif "\x00" in note:
+        errors[field] = "Note must not contain a null character"
+    return note
+
+
+async def _run(
+    request: Request,
+    session: AsyncSession,
+    user: User,
+    referral_id: str,
+    command: Callable[[], Awaitable[UpdateResult]],
+    done: str,
+) -> Response:
+    await session.commit()  # hold no transaction while the workflow answers
+    try:
+        await command()
+    except CommandError as exc:
+        if exc.code == "unavailable":
+            raise _busy() from None
+        if exc.code == "not_found":
+            raise PageError(404, "Referral not found", "There is no referral at this address.") from None
+        row = await repository.get_referral(session, referral_id)
+        if row is not None:
+            await session.refresh(row)  # show the referral as the other person left it
+        return await _page(request, session, user, referral_id, status=409, conflict=CONFLICT)
+    except RPCError:
+        raise _busy() from None
+    except RuntimeError as exc:
+        if not str(exc).startswith("Failed client connect"):
+            raise
+        raise _busy() from None
+    return RedirectResponse(f"/referrals/{referral_id}?done={done}", status_code=303)
+
+
+def _busy() -> PageError:
+    return PageError(
+        503, "Try again shortly", "The service is busy and nothing was recorded. Try again in a few seconds."
+    )
+
+
+async def _invalid(
+    request: Request,
+    session: AsyncSession,
+    user: User,
+    referral_id: str,
+    errors: dict[str, str],
+    values: dict[str, str],
+) -> Response:
+    return await _page(request, session, user, referral_id, status=422, errors=errors, values=values)
+
+
+def _validation_errors(exc: ValidationError, fields: dict[str, str]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err.get("loc") else ""
+        errors.setdefault(fields.get(name, next(iter(fields.values()))), str(err.get("msg", "Not valid")))
+    return errors
+
+
+@router.post("/referrals/{referral_id}/decision", include_in_schema=False)
+async def post_decision(request: Request, referral_id: str, user: PageUser, session: SessionDep) -> Response:
+    """The front door's decision, from the page."""
+    form = await checked_form(request)
+    require_role(user, {Role.FRONT_DOOR}, "may not record front-door decisions")
+    await visible(session, user, referral_id)
+    errors: dict[str, str] = {}
+    values: dict[str, str] = {"outcome": str(form.get("outcome") or "")}
+    outcome = values["outcome"]
+    if outcome not in {o.value for o in Outcome}:
+        errors["outcome"] = "Select what happens next"
+    note = _note(form, "decision-note", errors, values)
+    if errors:
+        return await _invalid(request, session, user, referral_id, errors, values)
+    try:
+        decision = DecisionInput(outcome=Outcome(outcome), note=note, actor=actor_of(user))
+    except ValidationError as exc:
+        errors = _validation_errors(exc, {"outcome": "outcome", "note": "decision-note"})
+        return await _invalid(request, session, user, referral_id, errors, values)
+    commands = commands_of(request)
+    return await _run(
+        request, session, user, referral_id, lambda: commands.decide(referral_id, decision), "decision"
+    )
+
+
+@router.post("/referrals/{referral_id}/acknowledgement", include_in_schema=False)
+async def post_acknowledgement(
+    request: Request, referral_id: str, user: PageUser, session: SessionDep
+) -> Response:
+    """A receiving team records the referral with its own record id."""
+    form = await checked_form(request)
+    require_role(user, set(RECEIVING_ROLES), "may not acknowledge referrals")
+    await visible(session, user, referral_id)
+    errors: dict[str, str] = {}
+    record = str(form.get("record_id") or "").strip()
+    values: dict[str, str] = {"record_id": record}
+    if not record:
+        errors["record_id"] = "Enter the record id from your team's system"
+    elif len(record) > RECORD_ID_MAX:
+        errors["record_id"] = f"Record id must be {RECORD_ID_MAX} characters or fewer"
+    elif "\x00" in record:
+        errors["record_id"] = "Record id must not contain a null character"
+    note = _note(form, "ack-note", errors, values)
+    if errors:
+        return await _invalid(request, session, user, referral_id, errors, values)
+    team = RECEIVING_ROLES[Role(user.role)]
+    try:
+        ack = AcknowledgeInput(team=team, record_id=record, note=note, actor=actor_of(user))
+    except ValidationError as exc:
+        errors = _validation_errors(exc, {"record_id": "record_id", "note": "ack-note"})
+        return await _invalid(request, session, user, referral_id, errors, values)
+    commands = commands_of(request)
+    return await _run(
+        request, session, user, referral_id, lambda: commands.acknowledge(referral_id, ack), "acknowledged"
+    )
+
+
+@router.post("/referrals/{referral_id}/decline", include_in_schema=False)
+async def post_decline(request: Request, referral_id: str, user: PageUser, session: SessionDep) -> Response:
+    """Early Help declines; the referral goes back to the front door."""
+    form = await checked_form(request)
+    require_role(user, {Role.EARLY_HELP}, "may not decline referrals")
+    await visible(session, user, referral_id)
+    errors: dict[str, str] = {}
+    values: dict[str, str] = {"reason": str(form.get("reason") or "")}
+    reason = values["reason"]
+    if reason not in {r.value for r in DeclineReason}:
+        errors["reason"] = "Select why you are declining this referral"
+    note = _note(form, "decline-note", errors, values)
+    if errors:
+        return await _invalid(request, session, user, referral_id, errors, values)
+    try:
+        decline = DeclineInput(reason=DeclineReason(reason), note=note, actor=actor_of(user))
+    except ValidationError as exc:
+        errors = _validation_errors(exc, {"reason": "reason", "note": "decline-note"})
+        return await _invalid(request, session, user, referral_id, errors, values)
+    commands = commands_of(request)
+    return await _run(
+        request, session, user, referral_id, lambda: commands.decline(referral_id, decline), "declined"
+    )
