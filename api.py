@@ -13,9 +13,9 @@ from fastapi import APIRouter, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.calendar import WorkingCalendar
+from codec import data_converter
 from commands import ReferralCommands
 from config import Settings
 from models import repository
@@ -232,7 +232,7 @@ def create_app(
         temporal = client or await Client.connect(
             settings.resolved_temporal_address,
             namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(encryption_key=settings.encryption_key, secret=secret),
             lazy=True,
         )
         app.state.commands = ReferralCommands(temporal, settings.task_queue)

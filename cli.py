@@ -157,11 +157,11 @@ async def set_password(settings: Settings, email: str, password: str) -> None:
     print(f"password set for {email}")
 
 
-async def _connect(settings: Settings):  # type: ignore[no-untyped-def]
+async def _connect(settings: Settings, *, secret: str):  # type: ignore[no-untyped-def]
     from worker import connect
 
     try:
-        return await connect(settings)
+        return await connect(settings, secret=secret)
     except RuntimeError as exc:
         raise Fatal(f"cannot reach Temporal at {settings.resolved_temporal_address}: {exc}") from None
 
@@ -185,7 +185,7 @@ async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Eve
 
     policy = load_policy(settings.policy_file)
     secret = settings.require_secret_key(dev=dev)
-    client = await _connect(settings)
+    client = await _connect(settings, secret=secret)
     engine = create_engine(settings.resolved_database_url)
     worker = build_worker(client, settings, secret=secret, policy=policy, engine=engine)
     own_stop = stop is None
@@ -327,7 +327,7 @@ async def run_dev(settings: Settings, host: str, port: int, temporal_port: int) 
         _print_banner(settings, host, port, tokens)
         stop = asyncio.Event()
         with _stop_on_signals(stop):
-            client = await _connect(settings)
+            client = await _connect(settings, secret=settings.require_secret_key(dev=True))
             worker = asyncio.create_task(run_worker(settings, dev=True, stop=stop))
             api = asyncio.create_task(run_api(settings, host, port, dev=True, stop=stop, client=client))
             done, _ = await asyncio.wait([worker, api], return_when=asyncio.FIRST_COMPLETED)

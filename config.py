@@ -80,6 +80,15 @@ class Settings(BaseSettings):
             raise ValueError("must be an email address")
         return value
 
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: str | None) -> str | None:
+        if value:
+            from codec import parse_keys  # cryptography is loaded only when a key is configured
+
+            parse_keys(value)
+        return value or None
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:

@@ -8,12 +8,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.deadlines import DeadlineActivities
 from activities.notify import NotifyActivities, SmtpTarget
 from activities.records import RecordActivities
+from codec import data_converter
 from config import Settings
 from models.db import session_factory
 from models.policy import Policy, load_policy
@@ -23,12 +23,12 @@ from workflows.referral import ReferralWorkflow
 WORKFLOWS: Sequence[type] = (ReferralWorkflow,)
 
 
-async def connect(settings: Settings) -> Client:
-    """A Temporal client with the project's data converter."""
+async def connect(settings: Settings, *, secret: str) -> Client:
+    """A Temporal client with the project's data converter (pydantic payloads, AES-GCM encrypted)."""
     return await Client.connect(
         settings.resolved_temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(encryption_key=settings.encryption_key, secret=secret),
     )
 
 

@@ -221,23 +221,32 @@ def _payload_texts(node: Any) -> Iterator[str]:
             yield from _payload_texts(item)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ARCHITECTURE.md: payloads go through an AES-GCM codec; worker.connect and api.create_app "
-    "use the bare pydantic_data_converter, so history holds the children's names in clear",
-)
 async def test_temporal_history_holds_no_readable_child_data(stack: Stack) -> None:
     from temporalio.client import Client
 
+    from codec import ENCODING, data_converter
     from models.identity import workflow_id
 
     async with stack.client("police") as police:
         submitted = await police.post("/api/v1/referrals", json=referral_body())
     assert submitted.status_code == 201, submitted.text
+    handle_id = workflow_id(submitted.json()["id"])
     client = await Client.connect(stack.env["REFERRALS_TEMPORAL_ADDRESS"])
-    history = await client.get_workflow_handle(workflow_id(submitted.json()["id"])).fetch_history()
+    history = await client.get_workflow_handle(handle_id).fetch_history()
     texts = list(_payload_texts(history.to_json_dict()))
     assert texts, "no payloads found in the history"
     for text in texts:
         for needle in FORBIDDEN_IN_EMAIL:
             assert needle not in text, f"{needle!r} is readable in the Temporal history"
+    started = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    assert started.metadata["encoding"] == ENCODING
+
+    # An operator holding the key (here derived from the secret) reads the history in full.
+    keyed = await Client.connect(
+        stack.env["REFERRALS_TEMPORAL_ADDRESS"],
+        data_converter=data_converter(encryption_key=None, secret=stack.env["REFERRALS_SECRET_KEY"]),
+    )
+    decoded = await keyed.data_converter.decode(
+        list(history.events[0].workflow_execution_started_event_attributes.input.payloads), [dict]
+    )
+    assert any(child["family_name"] in str(decoded[0]) for child in referral_body()["children"])
