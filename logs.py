@@ -4,8 +4,50 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+#: Fields that hold personal data of children, families or referrers. Logs leave the secure
+#: store (log shippers, support tickets), so these are masked wherever they appear in an event.
+PERSONAL_FIELDS = frozenset(
+    {
+        "given_name",
+        "family_name",
+        "date_of_birth",
+        "expected_date",
+        "children",
+        "summary",
+        "details",
+        "referrer",
+        "phone",
+        "collar_number",
+        "note",
+        "password",
+        "token",
+        "authorization",
+    }
+)
+MASK = "[redacted]"
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: MASK if str(k).lower() in PERSONAL_FIELDS else _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
+
+
+def mask_personal_data(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: replace personal fields (at any depth) with a fixed mask."""
+    for key in list(event):
+        if key.lower() in PERSONAL_FIELDS:
+            event[key] = MASK
+        elif key != "event":
+            event[key] = _masked(event[key])
+    return event
 
 
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
@@ -19,6 +61,7 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_personal_data,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
