@@ -16,13 +16,14 @@ from models.payloads import ReferralDetails
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
+    """Whitespace collapsed and case folded: how forces and references are compared."""
     return " ".join(text.split()).casefold()
 
 
 def referral_key(force: str, police_reference: str) -> bytes:
     """SHA-256 of the normalised (force, police reference) pair."""
-    raw = f"{_normalise(force)}\x00{_normalise(police_reference)}".encode()
+    raw = f"{normalise(force)}\x00{normalise(police_reference)}".encode()
     return hashlib.sha256(raw).digest()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from commands import ReferralCommands
 from models import repository
 from models.enums import Role
+from models.identity import normalise
 from models.payloads import Actor
 from models.tables import Referral, User
 from web.errors import ApiError
@@ -61,20 +62,32 @@ def require(user: User, *roles: Role) -> None:
 
 def same_force(a: str | None, b: str) -> bool:
     """Force names compare without regard to case or spacing."""
-    return a is not None and " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+    return a is not None and normalise(a) == normalise(b)
+
+
+async def referral_for(
+    session: AsyncSession, user: User, referral_id: str
+) -> Referral | Literal["not_found", "other_force"]:
+    """The referral if this user may see it, else why not; JSON and page routes share this rule."""
+    if not repository.is_referral_id(referral_id):
+        # Not even the shape of an id (PostgreSQL refuses some strings, e.g. with NUL, outright).
+        return "not_found"
+    row = await repository.get_referral(session, referral_id)
+    if row is None:
+        return "not_found"
+    if user.role == Role.POLICE.value and not same_force(user.force, row.force):
+        return "other_force"
+    return row
 
 
 async def visible_referral(session: AsyncSession, user: User, referral_id: str) -> Referral:
     """The referral if this user may see it: 404 unknown, 403 another force's for police."""
-    if not repository.is_referral_id(referral_id):
-        # Not even the shape of an id (PostgreSQL refuses some strings, e.g. with NUL, outright).
+    found = await referral_for(session, user, referral_id)
+    if found == "not_found":
         raise ApiError(404, "not_found", "no such referral")
-    row = await repository.get_referral(session, referral_id)
-    if row is None:
-        raise ApiError(404, "not_found", "no such referral")
-    if user.role == Role.POLICE.value and not same_force(user.force, row.force):
+    if found == "other_force":
         raise ApiError(403, "forbidden", "this referral belongs to another force")
-    return row
+    return found
 
 
 def actor_of(user: User) -> Actor:

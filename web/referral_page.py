@@ -25,7 +25,7 @@ from models.schemas import ReferralRead
 from models.tables import Referral, User
 from web.chronology import describe, to_csv
 from web.dashboard import RAG_TAG, csv_cell
-from web.deps import SessionDep, actor_of, commands_of, same_force
+from web.deps import SessionDep, actor_of, commands_of, referral_for
 from web.session import DASHBOARD_ROLES, PageUser, checked_form, require_role
 from web.templating import PageError, format_instant, local_iso, render, site_of
 
@@ -67,21 +67,17 @@ RECORD_ID_MAX = 100
 async def visible(session: AsyncSession, user: User, referral_id: str) -> Referral:
     """The referral if this user may see it: a 404 page for unknown, 403 for another force's."""
     require_role(user, PAGE_ROLES, "may not see referrals")
-    row = (
-        await repository.get_referral(session, referral_id)
-        if repository.is_referral_id(referral_id)
-        else None
-    )
-    if row is None:
+    found = await referral_for(session, user, referral_id)
+    if found == "not_found":
         raise PageError(
             404,
             "Referral not found",
             "There is no referral at this address.",
             link=("/", "Go to the dashboard"),
         )
-    if user.role == Role.POLICE.value and not same_force(user.force, row.force):
+    if found == "other_force":
         raise PageError(403, "You cannot see this referral", "This referral belongs to another police force.")
-    return row
+    return found
 
 
 def actions_for(user: User, read: ReferralRead) -> dict[str, bool]:
