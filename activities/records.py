@@ -17,6 +17,12 @@ def _insert(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+def handed_to(state: ReferralState) -> str:
+    """The teams the referral has been handed to, space-delimited with a space either side."""
+    teams = sorted({h.team.value for h in state.handoffs})
+    return f" {' '.join(teams)} " if teams else ""
+
+
 def referral_row(state: ReferralState) -> dict[str, Any]:
     """Columns of the `referral` row that follow the workflow's state."""
     current = state.current
@@ -31,6 +37,7 @@ def referral_row(state: ReferralState) -> dict[str, Any]:
         "record_id": state.record_id,
         "version": state.version,
         "handoffs": [h.model_dump(mode="json") for h in state.handoffs],
+        "handed_to": handed_to(state),
         "updated_at": datetime.now(UTC),
     }
 

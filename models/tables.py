@@ -82,6 +82,11 @@ class Referral(Base):
     submitted_by: Mapped[dict[str, Any]]
     details: Mapped[dict[str, Any] | None]
     updated_at: Mapped[datetime]
+    #: Every team the referral has been handed to, space-delimited (" front_door early_help "),
+    #: so a receiving team's list is "what has been handed to it" in one indexable LIKE.
+    handed_to: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    #: When the retention purge removed the personal details (None: not purged).
+    purged_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("force", "police_reference", name="uq_referral_force_police_reference"),
@@ -161,3 +166,32 @@ class ApiToken(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class AccessAudit(Base):
+    """One row per read of a referral's personal details: who, when, which referral, through what."""
+
+    __tablename__ = "access_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # No foreign key: the audit outlives a purge of the referral's details.
+    referral_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    user_id: Mapped[str] = mapped_column(String(32))
+    user_name: Mapped[str] = mapped_column(String(200))
+    user_role: Mapped[str] = mapped_column(String(32))
+    via: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_access_audit_referral_id_at", "referral_id", "at"),)
+
+
+class SignInFailure(Base):
+    """A failed sign-in, keyed by a hash of the email, so attempts are limited across API processes."""
+
+    __tablename__ = "sign_in_failure"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email_key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_sign_in_failure_email_key_at", "email_key", "at"),)
