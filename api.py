@@ -36,6 +36,7 @@ from models.schemas import (
     ReferralRead,
 )
 from web.ack import router as ack_router
+from web.admin import router as admin_router
 from web.dashboard import router as dashboard_router
 from web.deps import Commands, CurrentUser, SessionDep, actor_of, require, same_force, visible_referral
 from web.errors import API_PREFIX, ApiError, install_error_handlers
@@ -260,6 +261,7 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.include_router(router)
+    app.include_router(admin_router)
     app.include_router(ops)
     app.include_router(ack_router)
     app.include_router(sign_in_router)
