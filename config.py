@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +39,15 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     encryption_key: str | None = None
     log_level: str = "INFO"
+    #: Days after a referral closes before its personal details are purged. Six years (2192 days:
+    #: 6 x 365 plus the two leap days any six years can hold) is "closure + 6 years", the usual
+    #: local-authority retention for records with no longer statutory period, and the Limitation
+    #: Act 1980's six years for a claim. The case record itself lives in the receiving team's
+    #: system (its record id is kept here), so this copy need not follow case-file periods.
+    retention_days: int = 2192
+    #: Local time (Europe/London, "HH:MM") of the daily purge: night, outside office hours, and
+    #: clear of 01:00-02:00, which the clocks skip or repeat in spring and autumn.
+    purge_time: str = "02:30"
 
     @field_validator("database_url", "smtp_url", "notify_api_key", "secret_key", "temporal_address")
     @classmethod
@@ -95,6 +105,21 @@ class Settings(BaseSettings):
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value.upper()
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_days(cls, value: int) -> int:
+        # 0 would purge a referral the moment it closes, before anyone could read its outcome.
+        if value < 1:
+            raise ValueError("must be a whole number of days, at least 1")
+        return value
+
+    @field_validator("purge_time")
+    @classmethod
+    def _purge_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError('must be a time of day as "HH:MM", e.g. "02:30"')
+        return value.strip()
 
     @field_validator("policy_file")
     @classmethod
