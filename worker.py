@@ -1,26 +1,51 @@
-"""The Temporal worker: builds the activities' dependencies and runs ReferralWorkflow."""
+"""The Temporal worker: builds the activities' dependencies, runs the workflows, keeps the Schedules."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
 from temporalio.worker import Worker
 
 from activities.deadlines import DeadlineActivities
 from activities.notify import NotifyActivities, SmtpTarget
 from activities.records import RecordActivities
+from activities.retention import RetentionActivities
 from codec import data_converter
 from config import Settings
 from models.db import session_factory
 from models.policy import Policy, load_policy
+from models.retention_payloads import PurgeWorkflowInput
 from web.links import AckLinks
 from workflows.referral import ReferralWorkflow
+from workflows.retention import PurgeWorkflow
 
-WORKFLOWS: Sequence[type] = (ReferralWorkflow,)
+log = structlog.get_logger("referrals.worker")
+
+WORKFLOWS: Sequence[type] = (ReferralWorkflow, PurgeWorkflow)
+
+#: Fixed id, so every worker start finds (rather than duplicates) the one daily purge.
+PURGE_SCHEDULE_ID = "referrals-purge"
+#: The purge's time of day (REFERRALS_PURGE_TIME) is read in UK local time.
+PURGE_TIME_ZONE = "Europe/London"
 
 
 async def connect(settings: Settings, *, secret: str) -> Client:
@@ -40,7 +65,13 @@ def activities_for(settings: Settings, *, policy: Policy, secret: str, engine: A
     deadlines = DeadlineActivities(policy)
     records = RecordActivities(sessions)
     notify = NotifyActivities(sessions, links=links, mail_from=settings.mail_from, smtp=smtp)
-    return [deadlines.plan_handoff, records.project_referral, notify.send_email]
+    retention = RetentionActivities(sessions)
+    return [
+        deadlines.plan_handoff,
+        records.project_referral,
+        notify.send_email,
+        retention.purge_closed_referrals,
+    ]
 
 
 def build_worker(
@@ -58,4 +89,103 @@ def build_worker(
         activities=activities_for(settings, policy=policy, secret=secret, engine=engine),
         activity_executor=ThreadPoolExecutor(max_workers=4),
         max_cached_workflows=10_000,
+    )
+
+
+def purge_schedule(settings: Settings) -> Schedule:
+    """The daily purge: PurgeWorkflow at REFERRALS_PURGE_TIME, UK time, never two at once."""
+    hour, minute = (int(part) for part in settings.purge_time.split(":"))
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            PurgeWorkflow.run,
+            PurgeWorkflowInput(retention_days=settings.retention_days),
+            id=PURGE_SCHEDULE_ID,
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(
+            calendars=[
+                ScheduleCalendarSpec(
+                    hour=(ScheduleRange(hour),),
+                    minute=(ScheduleRange(minute),),
+                    comment="daily retention purge",
+                )
+            ],
+            time_zone_name=PURGE_TIME_ZONE,
+        ),
+        # SKIP: a purge still running (a large backlog) is not joined by the next day's.
+        # One day of catch-up: after an outage one purge runs, not one per missed day.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+    )
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """Create the daily purge Schedule, or bring an existing one up to date with the settings."""
+    desired = purge_schedule(settings)
+    try:
+        await client.create_schedule(PURGE_SCHEDULE_ID, desired)
+        log.info("schedule.created", schedule=PURGE_SCHEDULE_ID, at=settings.purge_time)
+        return
+    except ScheduleAlreadyRunningError:
+        pass
+    handle = client.get_schedule_handle(PURGE_SCHEDULE_ID)
+    current = (await handle.describe()).schedule
+    if await _same_schedule(client, current, desired):
+        return
+
+    def replace(update: ScheduleUpdateInput) -> ScheduleUpdate:
+        # Times, policy and action are replaced; the state (paused by an operator, say) is kept.
+        kept = update.description.schedule.state
+        return ScheduleUpdate(schedule=dataclasses.replace(desired, state=kept))
+
+    await handle.update(replace)
+    log.info("schedule.updated", schedule=PURGE_SCHEDULE_ID, at=settings.purge_time)
+
+
+async def _same_schedule(client: Client, current: Schedule, desired: Schedule) -> bool:
+    """Whether the server's schedule already has the desired times, policy, workflow and input."""
+    action, wanted = current.action, desired.action
+    if not isinstance(action, ScheduleActionStartWorkflow) or not isinstance(
+        wanted, ScheduleActionStartWorkflow
+    ):
+        return False
+    if (action.workflow, action.task_queue, action.id) != (wanted.workflow, wanted.task_queue, wanted.id):
+        return False
+    if (current.policy.overlap, current.policy.catchup_window) != (
+        desired.policy.overlap,
+        desired.policy.catchup_window,
+    ):
+        return False
+    if _times(current.spec) != _times(desired.spec):
+        return False
+    try:
+        # The server returns the input as encoded (encrypted) payloads.
+        [arg] = await client.data_converter.decode(list(action.args), [PurgeWorkflowInput])
+    except Exception:  # an undecodable input (an older key, another type) is replaced
+        return False
+    [wanted_arg] = wanted.args
+    return bool(arg == wanted_arg)
+
+
+def _times(spec: ScheduleSpec) -> tuple[object, ...]:
+    """The parts of a spec that decide when it fires, comparable whatever the server filled in."""
+    return (
+        spec.time_zone_name,
+        tuple(
+            (
+                tuple(c.hour),
+                tuple(c.minute),
+                tuple(c.second),
+                tuple(c.day_of_week),
+                tuple(c.day_of_month),
+                tuple(c.month),
+                tuple(c.year),
+            )
+            for c in spec.calendars
+        ),
+        tuple(spec.cron_expressions),
+        tuple(spec.intervals),
+        tuple(spec.skip),
+        spec.start_at,
+        spec.end_at,
+        spec.jitter,
     )
