@@ -1,4 +1,4 @@
-"""The `referrals` command: dev, api, worker, migrate, users create."""
+"""The `referrals` command: dev, api, worker, migrate, users (accounts and API tokens), codec-server."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -20,7 +21,13 @@ from config import ConfigError, Settings, load_settings
 from models.enums import Role, Team
 from models.policy import PolicyError, load_policy
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from models.tables import ApiToken
+
 log = structlog.get_logger("referrals")
+T = TypeVar("T")
 
 DEMO_USERS = [
     (Role.POLICE, "PC A. Example", "police@demo.example", "Northamptonshire Police", None),
@@ -48,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000)
     sub.add_parser("worker", help="the Temporal worker (production)")
     sub.add_parser("migrate", help="upgrade the read model to the newest schema")
+    purge = sub.add_parser(
+        "purge", help="remove the personal details of referrals closed longer than REFERRALS_RETENTION_DAYS"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="only count the referrals due; change nothing")
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     create = users.add_parser("create", help="create a user and print its API token last")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
@@ -56,11 +67,54 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--force")
     create.add_argument("--team", choices=[t.value for t in Team])
     create.add_argument(
+        "--expires-in-days", type=_days, help="the token expires after N days (default never)"
+    )
+    create.add_argument(
         "--password-stdin", action="store_true", help="read a sign-in password for the web pages from stdin"
     )
     set_password = users.add_parser("set-password", help="set a user's web sign-in password, read from stdin")
     set_password.add_argument("--email", required=True)
+    users.add_parser("list", help="every user: id, email, role, force or team, active tokens")
+    tokens = users.add_parser("tokens", help="a user's API tokens and their status (never the tokens)")
+    tokens.add_argument("--email", required=True)
+    token = users.add_parser("token", help="issue a new API token to a user, printed last (shown once)")
+    token.add_argument("--email", required=True)
+    token.add_argument("--expires-in-days", type=_days, help="the token expires after N days (default never)")
+    expire = users.add_parser("expire", help="make an API token expire (now, or at --at)")
+    expire.add_argument("token_id", metavar="TOKEN_ID")
+    expire.add_argument("--at", help="ISO 8601 instant with offset, e.g. 2026-12-01T09:00:00Z (default now)")
+    revoke = users.add_parser("revoke", help="revoke an API token for good")
+    revoke.add_argument("token_id", metavar="TOKEN_ID")
+    codec = sub.add_parser(
+        "codec-server", help="decode Temporal payloads for the Temporal UI and CLI (operators only)"
+    )
+    codec.add_argument("--host", default="127.0.0.1")
+    codec.add_argument("--port", type=int, default=8081)
+    codec.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ORIGIN",
+        help="a Temporal UI origin allowed to call from a browser, e.g. http://localhost:8233 (repeatable)",
+    )
+    codec.add_argument(
+        "--no-auth", action="store_true", help="no bearer token required (only on a loopback address)"
+    )
     return parser
+
+
+def _days(text: str) -> int:
+    from models.accounts import MAX_EXPIRES_IN_DAYS
+
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if not 1 <= days <= MAX_EXPIRES_IN_DAYS:
+        raise argparse.ArgumentTypeError(f"give 1 to {MAX_EXPIRES_IN_DAYS} days")
+    return days
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,10 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(settings.log_level)
         if args.command == "migrate":
             migrate(settings)
-        elif args.command == "users" and args.users_command == "create":
-            asyncio.run(create_user(settings, args))
+        elif args.command == "purge":
+            asyncio.run(purge(settings, dry_run=args.dry_run))
         elif args.command == "users":
-            asyncio.run(set_password(settings, args.email, _password_from_stdin()))
+            asyncio.run(users_command(settings, args))
+        elif args.command == "codec-server":
+            asyncio.run(
+                run_codec_server(
+                    settings,
+                    host=args.host,
+                    port=args.port,
+                    cors_origins=args.cors_origins,
+                    authenticate=not args.no_auth,
+                )
+            )
         elif args.command == "worker":
             asyncio.run(run_worker(settings))
         elif args.command == "api":
@@ -99,28 +163,199 @@ def migrate(settings: Settings) -> None:
         raise Fatal(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
 
 
+async def purge(settings: Settings, *, dry_run: bool) -> None:
+    """Purge (or only count) referrals closed longer than the retention period; print how many."""
+    from activities.retention import RetentionError, purge_read_model
+
+    try:
+        report = await purge_read_model(
+            settings.resolved_database_url, retention_days=settings.retention_days, dry_run=dry_run
+        )
+    except RetentionError as exc:
+        raise Fatal(str(exc)) from None
+    print(report.line())
+
+
+async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one read-model transaction (committed when it returns, rolled back on error)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.db import create_engine, session_factory
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            return await work(session)
+    except SQLAlchemyError as exc:
+        # An unmigrated or unreachable read model: one line, not a driver traceback.
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise Fatal(f"the read model at {_safe_url(settings)} failed: {first}") from None
+    finally:
+        await engine.dispose()
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+def _when(instant: datetime | None, *, none: str = "-") -> str:
+    return instant.isoformat(timespec="seconds") if instant is not None else none
+
+
+async def users_command(settings: Settings, args: argparse.Namespace) -> None:
+    """`referrals users ...`: accounts and their API tokens."""
+    command = args.users_command
+    if command == "create":
+        await create_user(settings, args)
+    elif command == "set-password":
+        await set_password(settings, args.email, _password_from_stdin())
+    elif command == "list":
+        await list_users(settings)
+    elif command == "tokens":
+        await list_tokens(settings, email=args.email)
+    elif command == "token":
+        await issue_token(settings, email=args.email, expires_in_days=args.expires_in_days)
+    elif command == "expire":
+        at = _instant(args.at) if args.at is not None else None
+        await expire_token(settings, token_id=args.token_id, at=at)
+    elif command == "revoke":
+        await revoke_token(settings, token_id=args.token_id)
+
+
 async def create_user(settings: Settings, args: argparse.Namespace) -> None:
     """Create a user; its token is the last line of stdout."""
-    from models import repository
-    from models.db import create_engine, session_factory
+    from models import accounts
 
     role = Role(args.role)
     if role == Role.POLICE and not args.force:
         raise Fatal("--force is required for a police user")
     password_hash = _hashed(_password_from_stdin()) if args.password_stdin else None
-    engine = create_engine(settings.resolved_database_url)
-    try:
-        async with session_factory(engine)() as session, session.begin():
-            if await repository.user_by_email(session, args.email) is not None:
-                raise Fatal(f"a user with email {args.email} exists already")
-            user, token = await repository.create_user(
-                session, role=role, name=args.name, email=args.email, force=args.force, team=args.team
+
+    async def work(session: AsyncSession) -> tuple[Any, ApiToken, str]:
+        try:
+            return await accounts.create_account(
+                session,
+                role=role,
+                name=args.name,
+                email=args.email,
+                now=datetime.now(UTC),
+                force=args.force,
+                team=args.team,
+                expires_in_days=args.expires_in_days,
+                password_hash=password_hash,
             )
-            user.password_hash = password_hash
-    finally:
-        await engine.dispose()
+        except accounts.AccountError as exc:
+            raise Fatal(str(exc)) from None
+
+    user, row, token = await _in_transaction(settings, work)
     print(f"created {user.role} user {user.name} <{user.email}> id={user.id}")
+    print(f"token id={row.id} expires {_when(row.expires_at, none='never')}")
     print(token)
+
+
+async def list_users(settings: Settings) -> None:
+    """One line per user: id, email, role, force or team, active tokens."""
+    from models import accounts
+
+    now = datetime.now(UTC)
+    summaries = await _in_transaction(settings, lambda session: accounts.list_users(session, now=now))
+    for item in summaries:
+        user = item.user
+        scope = user.force or user.team or "-"
+        print(f"{user.id}\t{user.email}\t{user.role}\t{scope}\t{item.active_tokens} active tokens")
+
+
+async def _user_by_email(session: AsyncSession, email: str) -> Any:
+    from models import accounts
+
+    user = await accounts.user_by_email(session, email)
+    if user is None:
+        raise Fatal(f"no user with email {email}")
+    return user
+
+
+async def list_tokens(settings: Settings, *, email: str) -> None:
+    """A user's tokens: id, created, expires, revoked, status; never a token or its hash."""
+    from models import accounts
+
+    async def work(session: AsyncSession) -> list[ApiToken]:
+        user = await _user_by_email(session, email)
+        return await accounts.tokens_of(session, user.id)
+
+    now = datetime.now(UTC)
+    for row in await _in_transaction(settings, work):
+        print(
+            f"{row.id}\tcreated={_when(row.created_at)}\texpires={_when(row.expires_at, none='never')}"
+            f"\trevoked={_when(row.revoked_at)}\t{accounts.token_status(row, now=now)}"
+        )
+
+
+async def issue_token(settings: Settings, *, email: str, expires_in_days: int | None) -> None:
+    """A new token for a user; the token is the last line of stdout, shown this once."""
+    from models import accounts
+
+    async def work(session: AsyncSession) -> tuple[ApiToken, str]:
+        user = await _user_by_email(session, email)
+        return await accounts.issue_token(
+            session, user, now=datetime.now(UTC), expires_in_days=expires_in_days
+        )
+
+    row, token = await _in_transaction(settings, work)
+    print(f"issued token id={row.id} to {email}, expires {_when(row.expires_at, none='never')}")
+    print(token)
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 instant with its offset (`Z` allowed), or Fatal."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise Fatal(f"--at {text!r} is not an ISO 8601 instant, e.g. 2026-12-01T09:00:00Z") from None
+    if value.tzinfo is None:
+        raise Fatal(f"--at {text!r} has no offset: add Z or e.g. +00:00")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise Fatal(f"--at {text!r} is out of range") from None
+
+
+async def _token(session: AsyncSession, token_id: str) -> ApiToken:
+    from models import accounts
+
+    row = await accounts.get_token(session, token_id)
+    if row is None:
+        raise Fatal(f"no token with id {token_id}")
+    return row
+
+
+async def expire_token(settings: Settings, *, token_id: str, at: datetime | None) -> None:
+    """Make a token expire now (or at `at`)."""
+    from models import accounts
+
+    async def work(session: AsyncSession) -> ApiToken:
+        now = datetime.now(UTC)
+        try:
+            return await accounts.expire_token(
+                session, await _token(session, token_id), at=at or now, now=now
+            )
+        except accounts.AccountError as exc:
+            raise Fatal(str(exc)) from None
+
+    row = await _in_transaction(settings, work)
+    print(f"token {row.id} expires {_when(row.expires_at)}")
+
+
+async def revoke_token(settings: Settings, *, token_id: str) -> None:
+    """Revoke a token for good."""
+    from models import accounts
+
+    async def work(session: AsyncSession) -> ApiToken:
+        return await accounts.revoke_token(session, await _token(session, token_id), now=datetime.now(UTC))
+
+    row = await _in_transaction(settings, work)
+    print(f"token {row.id} revoked at {_when(row.revoked_at)}")
 
 
 def _password_from_stdin() -> str:
@@ -142,18 +377,16 @@ def _hashed(password: str) -> str:
 async def set_password(settings: Settings, email: str, password: str) -> None:
     """Set (or replace) a user's web sign-in password."""
     from models import repository
-    from models.db import create_engine, session_factory
 
     password_hash = _hashed(password)
-    engine = create_engine(settings.resolved_database_url)
-    try:
-        async with session_factory(engine)() as session, session.begin():
-            user = await repository.user_by_email(session, email)
-            if user is None:
-                raise Fatal(f"no user with email {email}")
-            user.password_hash = password_hash
-    finally:
-        await engine.dispose()
+
+    async def work(session: AsyncSession) -> None:
+        user = await repository.user_by_email(session, email)
+        if user is None:
+            raise Fatal(f"no user with email {email}")
+        user.password_hash = password_hash
+
+    await _in_transaction(settings, work)
     print(f"password set for {email}")
 
 
@@ -181,11 +414,15 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Event | None = None) -> None:
     """Run the worker until SIGINT/SIGTERM (or `stop`)."""
     from models.db import create_engine
-    from worker import build_worker
+    from worker import build_worker, ensure_schedules
 
     policy = load_policy(settings.policy_file)
     secret = settings.require_secret_key(dev=dev)
     client = await _connect(settings, secret=secret)
+    try:
+        await asyncio.wait_for(ensure_schedules(client, settings), timeout=30)
+    except Exception as exc:  # the worker must run even when its Schedules cannot be written
+        log.warning("schedules.not_ensured", error=f"{type(exc).__name__}: {exc}"[:300])
     engine = create_engine(settings.resolved_database_url)
     worker = build_worker(client, settings, secret=secret, policy=policy, engine=engine)
     own_stop = stop is None
@@ -204,8 +441,8 @@ async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Eve
         await engine.dispose()
 
 
-def check_can_listen(host: str, port: int) -> None:
-    """Refuse early, in one line, an API address that is taken or not ours to bind."""
+def check_can_listen(host: str, port: int, *, what: str = "the API") -> None:
+    """Refuse early, in one line, an address that is taken or not ours to bind."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     with socket.socket(family) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
@@ -213,7 +450,7 @@ def check_can_listen(host: str, port: int) -> None:
             sock.bind((host.strip("[]"), port))
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise Fatal(f"the API cannot listen on {host}:{port}: {reason} (pass another --port)") from None
+            raise Fatal(f"{what} cannot listen on {host}:{port}: {reason} (pass another --port)") from None
 
 
 async def _serve(server: object) -> None:
@@ -254,6 +491,13 @@ async def run_api(
         client=client,  # type: ignore[arg-type]
         outbox_enabled=dev and settings.smtp_url is None,
     )
+    await _serve_until_stopped(app, host, port, stop=stop, what="the API")
+
+
+async def _serve_until_stopped(
+    app: Any, host: str, port: int, *, stop: asyncio.Event | None, what: str
+) -> None:
+    """Serve `app` with uvicorn until SIGINT/SIGTERM (or `stop`)."""
     server = _uvicorn_server(app, host, port)
     own_stop = stop is None
     stop = stop or asyncio.Event()
@@ -263,7 +507,60 @@ async def run_api(
         server.should_exit = True
         await serving
         if not server.started and not stop.is_set():
-            raise Fatal(f"the API could not listen on {host}:{port} (in use?)")
+            raise Fatal(f"{what} could not listen on {host}:{port} (in use?)")
+
+
+def codec_secret(settings: Settings) -> str:
+    """The secret the worker derives its payload key from; never a new one (it would decode nothing)."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.encryption_key:
+        return ""  # explicit keys are used as they are; no key is derived
+    if (settings.data_dir / "secret_key").is_file():
+        return settings.require_secret_key(dev=True)  # the one `referrals dev` generated
+    raise Fatal(
+        "set REFERRALS_SECRET_KEY (or REFERRALS_ENCRYPTION_KEY) to the worker's: "
+        "the codec server must use the worker's payload key"
+    )
+
+
+async def run_codec_server(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    cors_origins: list[str],
+    authenticate: bool,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve Temporal's remote codec protocol until SIGINT/SIGTERM (or `stop`)."""
+    from codec import data_converter
+    from codec_server import CodecServerError, create_codec_app, is_loopback
+
+    if not authenticate and not is_loopback(host):
+        raise Fatal(
+            f"--no-auth is allowed only on a loopback address (127.0.0.1, ::1, localhost), not {host}"
+        )
+    codec = data_converter(
+        encryption_key=settings.encryption_key, secret=codec_secret(settings)
+    ).payload_codec
+    assert codec is not None  # data_converter always sets the encryption codec
+    try:
+        app = create_codec_app(
+            codec=codec,
+            cors_origins=cors_origins,
+            database_url=settings.resolved_database_url if authenticate else None,
+        )
+    except CodecServerError as exc:
+        raise Fatal(str(exc)) from None
+    check_can_listen(host, port, what="the codec server")
+    log.info(
+        "codec_server.started",
+        address=f"http://{host}:{port}",
+        cors_origins=cors_origins,
+        authenticate=authenticate,
+    )
+    await _serve_until_stopped(app, host, port, stop=stop, what="the codec server")
 
 
 async def seed_demo_users(settings: Settings) -> list[tuple[str, str]] | None:
