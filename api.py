@@ -26,6 +26,7 @@ from models.identity import referral_id as referral_id_for
 from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, ReferralState
 from models.policy import Policy, load_policy
 from models.schemas import (
+    AccessRead,
     AcknowledgementCreate,
     Chronology,
     DecisionCreate,
@@ -35,10 +36,21 @@ from models.schemas import (
     ReferralPage,
     ReferralRead,
 )
+from models.tables import User
+from web.access import (
+    access_entry,
+    record_read,
+    redact,
+    same_force,
+    scope_team,
+    sees_access_log,
+    sees_details,
+    visible_events,
+)
 from web.ack import router as ack_router
 from web.admin import router as admin_router
 from web.dashboard import router as dashboard_router
-from web.deps import Commands, CurrentUser, SessionDep, actor_of, require, same_force, visible_referral
+from web.deps import Commands, CurrentUser, SessionDep, actor_of, require, visible_referral
 from web.errors import API_PREFIX, ApiError, install_error_handlers
 from web.ops import ops
 from web.referral_page import router as referral_page_router
@@ -52,8 +64,9 @@ from web.templating import Site, build_environment, install_pages
 router = APIRouter(prefix=API_PREFIX)
 
 
-def _read(result_state: ReferralState, now: datetime) -> dict[str, Any]:
-    return ReferralRead.build(result_state, now=now).model_dump(mode="json", exclude_none=False)
+def _read(result_state: ReferralState, now: datetime, user: User) -> dict[str, Any]:
+    read = redact(ReferralRead.build(result_state, now=now), user)
+    return read.model_dump(mode="json", exclude_none=False)
 
 
 @router.post("/referrals", status_code=201, response_model=ReferralRead, responses={200: {}, 202: {}})
@@ -79,10 +92,10 @@ async def submit_referral(
         if existing.fingerprint != fingerprint(details):
             raise ApiError(409, "conflict", "this police reference was already used with different content")
         now = datetime.now(UTC)
-        return JSONResponse(_read(repository.state_of(existing), now), status_code=200)
+        return JSONResponse(_read(repository.state_of(existing), now, user), status_code=200)
     result = await commands.submit(details, actor=actor_of(user), received_at=datetime.now(UTC))
     status = 200 if not result.created else (201 if result.projected else 202)
-    return JSONResponse(_read(result.state, datetime.now(UTC)), status_code=status)
+    return JSONResponse(_read(result.state, datetime.now(UTC), user), status_code=status)
 
 
 @router.get("/referrals", response_model=ReferralPage)
@@ -100,7 +113,7 @@ async def list_referrals(
     """Referrals ordered by due instant, filtered, a page at a time."""
     require(user, Role.FRONT_DOOR, Role.EARLY_HELP, Role.SOCIAL_CARE, Role.OTHER_AGENCY, Role.MANAGER)
     now = datetime.now(UTC)
-    filters = repository.ListFilter(status=status, team=team, overdue=overdue)
+    filters = repository.ListFilter(status=status, team=team, overdue=overdue, handed_to=scope_team(user))
     try:
         rows, next_cursor = await repository.list_referrals(
             session, filters, now=now, limit=limit, cursor=cursor
@@ -113,12 +126,17 @@ async def list_referrals(
 
 @router.get("/referrals/{referral_id}", response_model=ReferralRead)
 async def get_referral(referral_id: str, user: CurrentUser, session: SessionDep) -> ReferralRead:
-    """One referral with its hand-offs, events and details."""
+    """One referral with its hand-offs, events and details (police: its status and outcome only)."""
     row = await visible_referral(session, user, referral_id)
-    events = await repository.events_of(session, referral_id)
-    return ReferralRead.build(
-        repository.state_of(row), now=datetime.now(UTC), events=events, details=row.details
+    events = visible_events(await repository.events_of(session, referral_id), user)
+    await record_read(session, user, row, via="api")
+    read = ReferralRead.build(
+        repository.state_of(row),
+        now=datetime.now(UTC),
+        events=events,
+        details=row.details if sees_details(user) else None,
     )
+    return redact(read, user)
 
 
 @router.post("/referrals/{referral_id}/decision", response_model=ReferralRead)
@@ -127,12 +145,12 @@ async def decide(
 ) -> dict[str, Any]:
     """The front door's decision; 409 when not awaiting one."""
     require(user, Role.FRONT_DOOR)
-    await visible_referral(session, user, referral_id)
+    await visible_referral(session, user, referral_id, command=True)
     await session.commit()
     result = await commands.decide(
         referral_id, DecisionInput(outcome=body.outcome, note=body.note, actor=actor_of(user))
     )
-    return _read(result.state, datetime.now(UTC))
+    return _read(result.state, datetime.now(UTC), user)
 
 
 @router.post("/referrals/{referral_id}/acknowledgement", response_model=ReferralRead)
@@ -141,14 +159,14 @@ async def acknowledge(
 ) -> dict[str, Any]:
     """A receiving team records the referral; 409 when it is not awaiting this team."""
     require(user, *RECEIVING_ROLES)
-    await visible_referral(session, user, referral_id)
+    await visible_referral(session, user, referral_id, command=True)
     await session.commit()
     team = RECEIVING_ROLES[Role(user.role)]
     result = await commands.acknowledge(
         referral_id,
         AcknowledgeInput(team=team, record_id=body.record_id, note=body.note, actor=actor_of(user)),
     )
-    return _read(result.state, datetime.now(UTC))
+    return _read(result.state, datetime.now(UTC), user)
 
 
 @router.post("/referrals/{referral_id}/decline", response_model=ReferralRead)
@@ -157,12 +175,12 @@ async def decline(
 ) -> dict[str, Any]:
     """Early Help declines; the referral goes back to the front door."""
     require(user, Role.EARLY_HELP)
-    await visible_referral(session, user, referral_id)
+    await visible_referral(session, user, referral_id, command=True)
     await session.commit()
     result = await commands.decline(
         referral_id, DeclineInput(reason=body.reason, note=body.note, actor=actor_of(user))
     )
-    return _read(result.state, datetime.now(UTC))
+    return _read(result.state, datetime.now(UTC), user)
 
 
 CSV_COLUMNS = ["seq", "at", "type", "team", "handoff_seq", "actor_name", "actor_role", "data"]
@@ -175,11 +193,17 @@ async def chronology(
     session: SessionDep,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Any:
-    """Every event in order; `?format=csv` for a spreadsheet."""
+    """Every event in order; `?format=csv` for a spreadsheet; managers also see who read it."""
     row = await visible_referral(session, user, referral_id)
-    events = [EventRead(**e.model_dump()) for e in await repository.events_of(session, referral_id)]
+    visible = visible_events(await repository.events_of(session, referral_id), user)
+    events = [EventRead(**e.model_dump()) for e in visible]
     if format == "json":
-        return Chronology(events=events)
+        access = None
+        if sees_access_log(user):
+            access = [AccessRead(**access_entry(a)) for a in await repository.access_log(session, row.id)]
+        await record_read(session, user, row, via="chronology")
+        return Chronology(events=events, access=access)
+    await record_read(session, user, row, via="chronology_csv")
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)

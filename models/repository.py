@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.enums import Risk, Role, Status, Team
 from models.payloads import HandoffState, ReferralEvent, ReferralState
-from models.tables import ApiToken, OutboxMessage, Referral, User
+from models.tables import AccessAudit, ApiToken, OutboxMessage, Referral, SignInFailure, User
 from models.tables import ReferralEvent as EventRow
 
 TOKEN_PREFIX = "rt_"
@@ -81,6 +81,8 @@ class ListFilter:
     team: Team | None = None
     overdue: bool | None = None
     force: str | None = None
+    #: Only referrals handed to this team at some point (a receiving team's scope).
+    handed_to: Team | None = None
 
 
 def encode_cursor(row: Referral) -> str:
@@ -117,6 +119,8 @@ async def list_referrals(
         query = query.where(Referral.awaiting_team == filters.team.value)
     if filters.force is not None:
         query = query.where(Referral.force == filters.force)
+    if filters.handed_to is not None:
+        query = query.where(handed_to(filters.handed_to))
     if filters.overdue is True:
         query = query.where(Referral.due_at < now, Referral.status != Status.CLOSED.value)
     elif filters.overdue is False:
@@ -249,6 +253,8 @@ class QueueFilter:
     force: str | None = None
     risk: Risk | None = None
     overdue: bool = False
+    #: Only referrals handed to this team at some point (a receiving team's scope).
+    handed_to: Team | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +310,8 @@ def _queue(
         query = query.where(Referral.risk == filters.risk.value)
     if filters.overdue:
         query = query.where(Referral.due_at < now)
+    if filters.handed_to is not None:
+        query = query.where(handed_to(filters.handed_to))
     # Overdue referrals have the earliest due instants, so this is "overdue first, then due".
     return query.order_by(Referral.due_at, Referral.id)
 
@@ -328,7 +336,11 @@ async def open_queue(
 
 
 async def open_queue_summary(
-    session: AsyncSession, *, now: datetime, received_after: Sequence[datetime] = ()
+    session: AsyncSession,
+    *,
+    now: datetime,
+    received_after: Sequence[datetime] = (),
+    scope: Team | None = None,
 ) -> list[QueueGroup]:
     """Every open referral counted per (team, force, RAG), in one scan of ix_referral_open_summary."""
     # FILTER (SQLite >= 3.30, PostgreSQL) costs a third less than SUM(CASE ...) over 100,000 rows.
@@ -336,7 +348,7 @@ async def open_queue_summary(
     after = [func.count().filter(Referral.received_at > instant) for instant in received_after]
     query = (
         select(Referral.awaiting_team, Referral.force, Referral.risk, func.count(), overdue, *after)
-        .where(_is_open())
+        .where(_is_open(), *([handed_to(scope)] if scope is not None else []))
         .group_by(Referral.awaiting_team, Referral.force, Referral.risk)
     )
     return [
@@ -350,3 +362,67 @@ async def open_queue_summary(
         )
         for row in await session.execute(query)
     ]
+
+
+def handed_to(team: Team) -> Any:
+    """Referrals that have been handed to `team` at some point."""
+    return Referral.handed_to.contains(f" {team.value} ", autoescape=True)
+
+
+async def record_access(
+    session: AsyncSession,
+    *,
+    referral_id: str,
+    at: datetime,
+    user_id: str,
+    user_name: str,
+    user_role: str,
+    via: str,
+) -> None:
+    """Append one read of a referral's personal details to the access audit."""
+    session.add(
+        AccessAudit(
+            referral_id=referral_id,
+            at=at,
+            user_id=user_id,
+            user_name=user_name,
+            user_role=user_role,
+            via=via,
+        )
+    )
+
+
+async def access_log(session: AsyncSession, referral_id: str, *, limit: int = 1000) -> list[AccessAudit]:
+    """Reads of a referral's personal details, oldest first (the newest `limit`)."""
+    rows = await session.scalars(
+        select(AccessAudit)
+        .where(AccessAudit.referral_id == referral_id)
+        .order_by(AccessAudit.at.desc(), AccessAudit.id.desc())
+        .limit(limit)
+    )
+    return list(reversed(list(rows)))
+
+
+async def sign_in_failures(session: AsyncSession, key: str, *, since: datetime) -> list[datetime]:
+    """When sign-in failed for `key` (a hashed email or address) since `since`, oldest first."""
+    rows = await session.scalars(
+        select(SignInFailure.at)
+        .where(SignInFailure.email_key == key, SignInFailure.at >= since)
+        .order_by(SignInFailure.at)
+    )
+    return list(rows)
+
+
+async def add_sign_in_failure(
+    session: AsyncSession, key: str, *, at: datetime, forget_before: datetime
+) -> None:
+    """Record a failed sign-in for `key`, dropping its failures too old to count."""
+    await session.execute(
+        delete(SignInFailure).where(SignInFailure.email_key == key, SignInFailure.at < forget_before)
+    )
+    session.add(SignInFailure(email_key=key, at=at))
+
+
+async def clear_sign_in_failures(session: AsyncSession, key: str) -> None:
+    """Forget `key`'s failed sign-ins (after a successful one)."""
+    await session.execute(delete(SignInFailure).where(SignInFailure.email_key == key))

@@ -202,7 +202,18 @@ class ReferralPage(BaseModel):
     next_cursor: str | None
 
 
+class AccessRead(BaseModel):
+    """One read of a referral's personal details (shown to managers)."""
+
+    at: datetime
+    user_id: str
+    name: str
+    role: str
+    via: str
+
+
 class Chronology(BaseModel):
-    """Every event of a referral, in order."""
+    """Every event of a referral, in order; for managers, also who has read its personal details."""
 
     events: list[EventRead]
+    access: list[AccessRead] | None = None

@@ -18,6 +18,7 @@ from models.enums import Risk, Team
 from models.repository import QueueFilter, QueueGroup, QueueRow
 from web.charts import bar_chart
 from web.deps import SessionDep
+from web.access import scope_team
 from web.session import DASHBOARD_ROLES, PageUser, require_role
 from web.templating import Site, format_instant, render, site_of
 from web.working_time import WorkingAge
@@ -230,11 +231,13 @@ async def dashboard(request: Request, user: PageUser, session: SessionDep) -> Re
     site = site_of(request)
     now = datetime.now(UTC)
     query = DashboardQuery.parse(request.query_params)
+    scope = scope_team(user)
+    query = replace(query, filters=replace(query.filters, handed_to=scope))
     ages = WorkingAge(site.calendar, now)
     week_starts = _week_starts(now, site)
     # One index-only scan counts everything: per team, force and RAG; overdue; age and week bands.
     thresholds = ages.days_ago(AGE_BAND_DAYS) + [w - timedelta(microseconds=1) for w in week_starts]
-    groups = await repository.open_queue_summary(session, now=now, received_after=thresholds)
+    groups = await repository.open_queue_summary(session, now=now, received_after=thresholds, scope=scope)
     total = sum(g.overdue if query.filters.overdue else g.open for g in groups if _matches(g, query.filters))
     pages = max(1, math.ceil(total / PAGE_SIZE))
     if query.page > pages:
@@ -279,7 +282,8 @@ async def dashboard_csv(request: Request, user: PageUser, session: SessionDep) -
     site = site_of(request)
     now = datetime.now(UTC)
     query = DashboardQuery.parse(request.query_params)
-    rows = await repository.open_queue(session, query.filters, now=now)
+    filters = replace(query.filters, handed_to=scope_team(user))
+    rows = await repository.open_queue(session, filters, now=now)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)

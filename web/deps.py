@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from commands import ReferralCommands
 from models import repository
 from models.enums import Role
-from models.identity import normalise
 from models.payloads import Actor
 from models.tables import Referral, User
+from web.access import DENIED_MESSAGES, Denied, referral_for
 from web.errors import ApiError
 
 
@@ -60,33 +60,24 @@ def require(user: User, *roles: Role) -> None:
         raise ApiError(403, "forbidden", f"the {user.role} role may not do this")
 
 
-def same_force(a: str | None, b: str) -> bool:
-    """Force names compare without regard to case or spacing."""
-    return a is not None and normalise(a) == normalise(b)
+async def visible_referral(
+    session: AsyncSession, user: User, referral_id: str, *, command: bool = False
+) -> Referral:
+    """The referral if this user may see it: 404 unknown, 403 when role, force or team may not.
 
-
-async def referral_for(
-    session: AsyncSession, user: User, referral_id: str
-) -> Referral | Literal["not_found", "other_force"]:
-    """The referral if this user may see it, else why not; JSON and page routes share this rule."""
-    if not repository.is_referral_id(referral_id):
-        # Not even the shape of an id (PostgreSQL refuses some strings, e.g. with NUL, outright).
-        return "not_found"
-    row = await repository.get_referral(session, referral_id)
-    if row is None:
-        return "not_found"
-    if user.role == Role.POLICE.value and not same_force(user.force, row.force):
-        return "other_force"
-    return row
-
-
-async def visible_referral(session: AsyncSession, user: User, referral_id: str) -> Referral:
-    """The referral if this user may see it: 404 unknown, 403 another force's for police."""
+    A `command` from a team the read model does not show the referral handed to goes on to the
+    workflow, which knows best: the projection may lag a hand-off opened a moment ago, and a
+    referral not awaiting the team is refused there with the precise reason (409).
+    """
     found = await referral_for(session, user, referral_id)
-    if found == "not_found":
+    if found == Denied.NOT_FOUND:
         raise ApiError(404, "not_found", "no such referral")
-    if found == "other_force":
-        raise ApiError(403, "forbidden", "this referral belongs to another force")
+    if command and found == Denied.NOT_HANDED:
+        row = await repository.get_referral(session, referral_id)
+        assert row is not None  # referral_for has just found it
+        return row
+    if isinstance(found, Denied):
+        raise ApiError(403, "forbidden", DENIED_MESSAGES[found])
     return found
 
 

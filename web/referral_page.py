@@ -23,21 +23,40 @@ from models.enums import RECEIVING_ROLES, DeclineReason, Outcome, Role, Status, 
 from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, UpdateResult
 from models.schemas import ReferralRead
 from models.tables import Referral, User
+from web.access import (
+    REFERRAL_ROLES,
+    Denied,
+    access_entry,
+    record_read,
+    redact,
+    referral_for,
+    sees_access_log,
+    sees_details,
+    visible_events,
+)
 from web.chronology import describe, to_csv
 from web.dashboard import RAG_TAG, csv_cell
-from web.deps import SessionDep, actor_of, commands_of, referral_for
-from web.session import DASHBOARD_ROLES, PageUser, checked_form, require_role
+from web.deps import SessionDep, actor_of, commands_of
+from web.session import PageUser, checked_form, require_role
 from web.templating import PageError, format_instant, local_iso, render, site_of
 
 router = APIRouter()
 
-#: Who may open a referral's page (police: their own force's only).
-PAGE_ROLES = DASHBOARD_ROLES | {Role.POLICE}
-#: Who may read the children's names, the summary, the concerns and the referrer.
-PERSONAL_DETAILS_ROLES = frozenset(
-    {Role.FRONT_DOOR, Role.EARLY_HELP, Role.SOCIAL_CARE, Role.OTHER_AGENCY, Role.MANAGER}
-)
+#: Who may open a referral's page (police: their own force's only; teams: what was handed to them).
+PAGE_ROLES = REFERRAL_ROLES
 
+DENIED_PAGE_MESSAGES = {
+    Denied.ROLE: "Your role does not see referrals.",
+    Denied.OTHER_FORCE: "This referral belongs to another police force.",
+    Denied.NOT_HANDED: "This referral has not been handed to your team.",
+}
+ACCESS_VIA = {
+    "page": "This page",
+    "page_csv": "Chronology spreadsheet",
+    "api": "API",
+    "chronology": "API (chronology)",
+    "chronology_csv": "API (chronology spreadsheet)",
+}
 CONFLICT = "Someone else has already acted on this referral"
 DONE = {
     "decision": "Decision recorded",
@@ -68,15 +87,15 @@ async def visible(session: AsyncSession, user: User, referral_id: str) -> Referr
     """The referral if this user may see it: a 404 page for unknown, 403 for another force's."""
     require_role(user, PAGE_ROLES, "may not see referrals")
     found = await referral_for(session, user, referral_id)
-    if found == "not_found":
+    if found == Denied.NOT_FOUND:
         raise PageError(
             404,
             "Referral not found",
             "There is no referral at this address.",
             link=("/", "Go to the dashboard"),
         )
-    if found == "other_force":
-        raise PageError(403, "You cannot see this referral", "This referral belongs to another police force.")
+    if isinstance(found, Denied):
+        raise PageError(403, "You cannot see this referral", DENIED_PAGE_MESSAGES[found])
     return found
 
 
@@ -108,10 +127,14 @@ async def _page(
     site = site_of(request)
     row = await visible(session, user, referral_id)
     now = datetime.now(UTC)
-    read = ReferralRead.build(repository.state_of(row), now=now)
-    events = await repository.events_of(session, row.id)
+    read = redact(ReferralRead.build(repository.state_of(row), now=now), user)
+    events = visible_events(await repository.events_of(session, row.id), user)
     entries = [describe(e, site.team_name, lambda dt: format_instant(dt, site.zone)) for e in events]
-    details = row.details if Role(user.role) in PERSONAL_DETAILS_ROLES else None
+    details = row.details if sees_details(user) else None
+    access = None
+    if sees_access_log(user):
+        access = [access_entry(a) for a in await repository.access_log(session, row.id)]
+    await record_read(session, user, row, via="page")
     return render(
         request,
         "referral.html",
@@ -120,8 +143,11 @@ async def _page(
         bodyClasses="app-wide",
         referral=read,
         submitted_by=row.submitted_by,
-        show_details=Role(user.role) in PERSONAL_DETAILS_ROLES,
+        show_details=sees_details(user),
         details=details,
+        purged=row.purged_at is not None,
+        access=access,
+        access_via=ACCESS_VIA,
         entries=entries,
         actions=actions_for(user, read),
         errors=errors or {},
@@ -148,7 +174,8 @@ async def chronology_csv(request: Request, referral_id: str, user: PageUser, ses
     """Every event in order, as a spreadsheet for a case review."""
     site = site_of(request)
     row = await visible(session, user, referral_id)
-    events = await repository.events_of(session, row.id)
+    events = visible_events(await repository.events_of(session, row.id), user)
+    await record_read(session, user, row, via="page_csv")
     entries = [describe(e, site.team_name, lambda dt: format_instant(dt, site.zone)) for e in events]
     body = to_csv(entries, lambda dt: local_iso(dt, site.zone), csv_cell)
     return Response(

@@ -125,8 +125,11 @@ class TestAcknowledgement:
             "acknowledged",
             "EH-2026-001",
         )
-        got = (await api.get(f"{REFERRALS}/{created['id']}", "police")).json()
+        got = (await api.get(f"{REFERRALS}/{created['id']}", "front_door")).json()
         assert got["status"] == "closed" and got["record_id"] == "EH-2026-001"
+        # The referring officer learns the status and outcome, not the council's record id.
+        told = (await api.get(f"{REFERRALS}/{created['id']}", "police")).json()
+        assert (told["status"], told["outcome"], told["record_id"]) == ("closed", "early_help", None)
         again = await api.post(acknowledgement(created["id"]), "early_help", json={"record_id": "EH-2"})
         assert_error(again, 409, "closed")
 

@@ -88,7 +88,7 @@ class TestSubmit:
         error = assert_error(response, 409, "conflict")
         assert "different content" in error["message"]
         # The original is untouched.
-        got = await api.get(f"{REFERRALS}/{first['id']}", "police")
+        got = await api.get(f"{REFERRALS}/{first['id']}", "front_door")
         assert got.json()["details"]["summary"] == body["summary"]
 
     async def test_front_door_may_submit_for_any_force(self, api: Api) -> None:
@@ -271,7 +271,7 @@ class TestValidation:
         body = referral_body(children=[{"family_name": "Example", "expected_date": TOMORROW}])
         response = await api.post(REFERRALS, "police", json=body)
         assert response.status_code == 201, response.text
-        got = await api.get(f"{REFERRALS}/{response.json()['id']}", "police")
+        got = await api.get(f"{REFERRALS}/{response.json()['id']}", "front_door")
         assert got.json()["details"]["children"] == [
             {"given_name": None, "family_name": "Example", "date_of_birth": None, "expected_date": TOMORROW}
         ]

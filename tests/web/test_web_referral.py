@@ -38,14 +38,20 @@ class TestReferralPage:
 
     async def test_personal_details_only_for_council_roles(self, web: Web) -> None:
         created = await web.api.submit()
+        await web.api.decide(created["id"], "early_help")
         path = f"/referrals/{created['id']}"
-        for who in ("front_door", "early_help", "social_care", "other_agency", "manager"):
+        for who in ("front_door", "early_help", "manager"):
             async with web.browser(who) as http:
                 response = await http.get(path)
                 assert response.status_code == 200, who
                 assert CHILD in response.text and SUMMARY in response.text, who
                 assert "a.example@police.example" in response.text
                 assert Page(response.text).h1 == [f"Referral {created['reference']}"]
+        for who in ("social_care", "other_agency"):  # never handed to them
+            async with web.browser(who) as http:
+                response = await http.get(path)
+                assert response.status_code == 403, who
+                assert CHILD not in response.text and "not been handed to your team" in response.text
         async with web.browser("police") as http:
             response = await http.get(path)
             assert response.status_code == 200
@@ -208,11 +214,12 @@ class TestActions:
 
     async def test_roles_that_may_not_act_get_a_403_page(self, web: Web) -> None:
         created = await web.api.submit()
+        await web.api.decide(created["id"], "early_help")
         path = f"/referrals/{created['id']}"
         cases = [
             ("manager", "decision", {"outcome": "early_help"}),
             ("early_help", "decision", {"outcome": "early_help"}),
-            ("social_care", "decline", {"reason": "not_appropriate"}),
+            ("front_door", "decline", {"reason": "not_appropriate"}),
             ("police", "acknowledgement", {"record_id": "X"}),
             ("manager", "acknowledgement", {"record_id": "X"}),
         ]
@@ -226,4 +233,4 @@ class TestActions:
             assert anonymous.status_code == 303
             assert anonymous.headers["location"] == f"/sign-in?next={path}"
         got = await web.api.get(f"/api/v1/referrals/{created['id']}", "manager")
-        assert got.json()["status"] == "awaiting_decision"
+        assert got.json()["status"] == "awaiting_acknowledgement"
