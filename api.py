@@ -283,7 +283,7 @@ def create_app(
             zone=calendar.zone,
         ),
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, https=settings.public_url.startswith("https://"))
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(ops)

@@ -16,9 +16,9 @@ from fastapi.responses import HTMLResponse, Response
 from models import repository
 from models.enums import Risk, Team
 from models.repository import QueueFilter, QueueGroup, QueueRow
+from web.access import scope_team
 from web.charts import bar_chart
 from web.deps import SessionDep
-from web.access import scope_team
 from web.session import DASHBOARD_ROLES, PageUser, require_role
 from web.templating import Site, format_instant, render, site_of
 from web.working_time import WorkingAge

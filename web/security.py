@@ -22,8 +22,10 @@ def content_security_policy(nonce: str) -> str:
 class SecurityHeaders:
     """ASGI middleware: nosniff and same-origin referrers everywhere, CSP and no caching on pages."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
         self.app = app
+        #: Served as https (REFERRALS_PUBLIC_URL): browsers are told never to use plain http.
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,18 +34,24 @@ class SecurityHeaders:
         nonce = secrets.token_urlsafe(18)
         # Request.state reads scope["state"]: templates find the nonce there.
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        docs = str(scope.get("path", "")).startswith(_DOCS)
+        path = str(scope.get("path", ""))
+        docs = path.startswith(_DOCS)
+        api = path.startswith("/api/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "same-origin")
+                # Older browsers ignore CSP frame-ancestors: no page of ours is ever framed.
+                headers.setdefault("X-Frame-Options", "DENY")
+                if self.https:
+                    headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
                 kind = headers.get("content-type", "")
                 if kind.startswith("text/html") and not docs:
                     headers.setdefault("Content-Security-Policy", content_security_policy(nonce))
-                if kind.startswith(("text/html", "text/csv")):
-                    # Pages and exports hold personal data: never keep them in a shared cache.
+                if kind.startswith(("text/html", "text/csv")) or api:
+                    # Pages, exports and API answers hold personal data: never in a shared cache.
                     headers.setdefault("Cache-Control", "no-store")
             await send(message)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime, timedelta
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +18,34 @@ from web.templating import SignInRequired, render
 router = APIRouter()
 
 WRONG_CREDENTIALS = "Enter a correct email address and password"
+
+#: Failed sign-ins counted over this window...
+FAILURE_WINDOW = timedelta(minutes=15)
+#: ...allowed per email address (guessing one person's password)...
+MAX_FAILURES_PER_EMAIL = 5
+#: ...and per client address (trying many emails). Behind a proxy, every user shares its address:
+#: run the API with the proxy's forwarded headers trusted (docs) or this limit locks out everyone.
+MAX_FAILURES_PER_ADDRESS = 100
+
+
+def _limit_keys(request: Request, email: str) -> list[tuple[str, int]]:
+    """(key, allowed failures): hashed, so the table holds no email address or IP address."""
+    address = request.client.host if request.client else "unknown"
+    return [
+        (hashlib.sha256(b"email\0" + email.strip().lower().encode()).hexdigest(), MAX_FAILURES_PER_EMAIL),
+        (hashlib.sha256(b"address\0" + address.encode()).hexdigest(), MAX_FAILURES_PER_ADDRESS),
+    ]
+
+
+async def _retry_after(session: SessionDep, keys: list[tuple[str, int]], now: datetime) -> int | None:
+    """Seconds until a sign-in may be tried again, or None when it may be tried now."""
+    wait = 0.0
+    for key, allowed in keys:
+        failures = await repository.sign_in_failures(session, key, since=now - FAILURE_WINDOW)
+        if len(failures) >= allowed:
+            # Allowed again once enough of the counted failures have left the window.
+            wait = max(wait, (failures[len(failures) - allowed] + FAILURE_WINDOW - now).total_seconds())
+    return max(1, int(wait) + 1) if wait > 0 else None
 
 
 def _form(
@@ -77,12 +108,27 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
         errors["password"] = "Enter your password"
     if errors:
         return _form(request, next_url=next_url, errors=errors, email=email, status=422)
+    now = datetime.now(UTC)
+    keys = _limit_keys(request, email[:320])
+    wait = await _retry_after(session, keys, now)
+    if wait is not None:
+        # Refused before the password is checked: no guess is tested, and no Argon2 CPU is spent.
+        minutes = max(1, round(wait / 60))
+        errors = {
+            "email": f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}"
+        }
+        limited = _form(request, next_url=next_url, errors=errors, email=email, status=429)
+        limited.headers["Retry-After"] = str(wait)
+        return limited
     user = await repository.user_for_sign_in(session, email) if len(email) <= 320 else None
     # Argon2 takes tens of milliseconds of CPU: off the event loop.
     ok = await run_in_threadpool(verify_password, password, user.password_hash if user else None)
     if user is None or not ok:
+        for key, _ in keys:
+            await repository.add_sign_in_failure(session, key, at=now, forget_before=now - FAILURE_WINDOW)
         errors = {"email": WRONG_CREDENTIALS}
         return _form(request, next_url=next_url, errors=errors, email=email, status=401)
+    await repository.clear_sign_in_failures(session, keys[0][0])
     sessions = sessions_of(request)
     response = RedirectResponse(next_url or "/", status_code=303)
     sessions.set_cookie(response, sessions.new(user))

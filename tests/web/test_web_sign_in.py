@@ -11,7 +11,7 @@ from itsdangerous import URLSafeTimedSerializer
 from tests.api.conftest import SECRET
 from tests.web.conftest import PASSWORD, Page, Web, csrf_of, sign_in
 from web.session import COOKIE, password_version
-from web.signin import WRONG_CREDENTIALS
+from web.signin import MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_EMAIL, WRONG_CREDENTIALS
 
 
 class TestSignIn:
@@ -84,6 +84,7 @@ class TestSignIn:
         ):
             response = await sign_in(http, "manager@example.test")
             assert "Secure" in response.headers["set-cookie"]
+            assert "max-age=31536000" in response.headers["strict-transport-security"]
             assert (await http.get("/")).status_code == 200
 
     async def test_wrong_password_and_unknown_email_look_the_same(self, web: Web) -> None:
@@ -222,6 +223,8 @@ class TestSignIn:
                 assert response.headers["x-content-type-options"] == "nosniff"
                 assert response.headers["referrer-policy"] == "same-origin"
                 assert response.headers["cache-control"] == "no-store"
+                assert response.headers["x-frame-options"] == "DENY"
+                assert "strict-transport-security" not in response.headers  # served over http here
                 # No other inline script, and nothing from another site.
                 assert len(re.findall(r"<script\b", response.text)) == 2
                 assert '<script type="module" src="/static/app.js"></script>' in response.text
@@ -230,6 +233,10 @@ class TestSignIn:
             assert len(nonces) == len(pages)  # a fresh nonce on every response
             api = await http.get("/healthz")
             assert api.headers["x-content-type-options"] == "nosniff"
+        # Answers of the JSON API hold personal data too: never cached.
+        listed = await web.api.get("/api/v1/referrals", "manager")
+        assert listed.status_code == 200 and listed.headers["cache-control"] == "no-store"
+        assert listed.headers["x-frame-options"] == "DENY"
 
     async def test_browsers_get_pages_where_scripts_get_json(self, web: Web) -> None:
         async with web.anonymous() as http:
@@ -257,3 +264,77 @@ class TestSignIn:
                 assert kind in response.headers["content-type"], path
                 assert response.headers["x-content-type-options"] == "nosniff"
             assert (await http.get("/static/nope.css")).status_code == 404
+
+
+class TestSignInLimits:
+    """Failed sign-ins are limited per email and per client address, across API processes (SQL)."""
+
+    async def _attempt(self, http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+        form = await http.get("/sign-in")
+        return await http.post(
+            "/sign-in", data={"email": email, "password": password, "csrf_token": csrf_of(form.text)}
+        )
+
+    async def _age_failures(self, web: Web, minutes: int) -> None:
+        from datetime import timedelta
+
+        from sqlalchemy import select
+
+        from models.db import create_engine, session_factory
+        from models.tables import SignInFailure
+
+        engine = create_engine(web.api.settings.resolved_database_url)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                for failure in await session.scalars(select(SignInFailure)):
+                    failure.at -= timedelta(minutes=minutes)
+        finally:
+            await engine.dispose()
+
+    async def test_five_failures_lock_the_email_for_fifteen_minutes(self, web: Web) -> None:
+        async with web.anonymous() as http:
+            for _ in range(MAX_FAILURES_PER_EMAIL):
+                assert (await self._attempt(http, "front_door@example.test", "wrong")).status_code == 401
+            locked = await self._attempt(http, "FRONT_DOOR@example.test ", PASSWORD)  # even the right one
+            assert locked.status_code == 429
+            assert 60 <= int(locked.headers["retry-after"]) <= 15 * 60 + 1
+            assert "Too many failed attempts" in locked.text and "15 minutes" in locked.text
+            # Someone else signs in as usual.
+            assert (await self._attempt(http, "manager@example.test", PASSWORD)).status_code == 303
+        await self._age_failures(web, 16)
+        async with web.anonymous() as http:
+            assert (await self._attempt(http, "front_door@example.test", PASSWORD)).status_code == 303
+
+    async def test_a_successful_sign_in_resets_the_count(self, web: Web) -> None:
+        async with web.anonymous() as http:
+            for _ in range(MAX_FAILURES_PER_EMAIL - 1):
+                assert (await self._attempt(http, "early_help@example.test", "wrong")).status_code == 401
+            assert (await self._attempt(http, "early_help@example.test", PASSWORD)).status_code == 303
+        async with web.anonymous() as http:
+            for _ in range(MAX_FAILURES_PER_EMAIL - 1):
+                assert (await self._attempt(http, "early_help@example.test", "wrong")).status_code == 401
+            assert (await self._attempt(http, "early_help@example.test", PASSWORD)).status_code == 303
+
+    async def test_many_emails_from_one_address_are_limited_and_nothing_personal_is_stored(
+        self, web: Web
+    ) -> None:
+        from sqlalchemy import select
+
+        from models.db import create_engine
+        from models.tables import SignInFailure
+
+        await self._age_failures(web, 16)  # the other tests' failures no longer count
+        async with web.anonymous() as http:
+            for n in range(MAX_FAILURES_PER_ADDRESS):
+                response = await self._attempt(http, f"guess-{n}@example.test", "wrong")
+                assert response.status_code == 401, n
+            limited = await self._attempt(http, "social_care@example.test", PASSWORD)
+            assert limited.status_code == 429
+        engine = create_engine(web.api.settings.resolved_database_url)
+        try:
+            async with engine.connect() as conn:
+                keys = list(await conn.scalars(select(SignInFailure.email_key)))
+        finally:
+            await engine.dispose()
+        assert keys and all(re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
+        await self._age_failures(web, 16)
