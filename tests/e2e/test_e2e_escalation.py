@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -240,6 +241,13 @@ async def test_temporal_history_holds_no_readable_child_data(stack: Stack) -> No
             assert needle not in text, f"{needle!r} is readable in the Temporal history"
     started = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
     assert started.metadata["encoding"] == ENCODING
+    # Workflow ids, search attributes and memo are never encrypted: they hold no personal data.
+    assert re.fullmatch(r"referral-[0-9a-f]{32}", handle_id)
+    described = await client.get_workflow_handle(handle_id).describe()
+    unencrypted = f"{handle_id} {described.raw_description.workflow_execution_info.search_attributes} "
+    unencrypted += f"{described.raw_description.workflow_execution_info.memo}"
+    for needle in FORBIDDEN_IN_EMAIL:
+        assert needle not in unencrypted, f"{needle!r} is in the workflow id, search attributes or memo"
 
     # An operator holding the key (here derived from the secret) reads the history in full.
     keyed = await Client.connect(
