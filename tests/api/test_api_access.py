@@ -122,6 +122,17 @@ class TestMatrix:
         status_of(await api.get(REFERRALS, who), LIST[who])
 
     @pytest.mark.parametrize("who", WHO)
+    async def test_user_administration(self, api: Api, who: str) -> None:
+        expected = 200 if who == "admin" else 403
+        listed = await api.get("/api/v1/users", who)
+        status_of(listed, expected)
+        if who == "admin":
+            return
+        # Nobody but an admin may make a user, or a token for themselves.
+        body = {"role": "manager", "name": "New Manager", "email": f"new-{who}@example.test"}
+        status_of(await api.post("/api/v1/users", who, json=body), 403)
+
+    @pytest.mark.parametrize("who", WHO)
     async def test_submit(self, api: Api, who: str) -> None:
         status_of(await api.post(REFERRALS, who, json=referral_body()), SUBMIT[who])
 
