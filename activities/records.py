@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -53,6 +54,13 @@ class RecordActivities:
         """Upsert the referral row (newer versions only) and append its new events."""
         state = input.state
         async with self.sessions() as session, session.begin():
+            purged = await session.scalar(
+                select(tables.Referral.purged_at).where(tables.Referral.id == state.referral_id)
+            )
+            if purged is not None:
+                # Retention removed its personal details: nothing (notes, addresses) comes back.
+                activity.logger.warning("projection of a purged referral skipped")
+                return
             insert = _insert(session.get_bind().dialect.name)
             row = referral_row(state)
             values = {
@@ -72,7 +80,7 @@ class RecordActivities:
             stmt = stmt.on_conflict_do_update(
                 index_elements=[table.c.id],
                 set_=row,
-                where=table.c.version < stmt.excluded.version,
+                where=(table.c.version < stmt.excluded.version) & table.c.purged_at.is_(None),
             )
             await session.execute(stmt)
             if state.events:

@@ -204,12 +204,6 @@ class TestLateProjection:
             # Not newer: the row is left exactly as the purge left it.
             assert personal_left(after) == []
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="activities/records.py rewrites `handoffs` (notes, plan recipients) for any newer "
-        "version, purged or not; a closed workflow never projects again, so only an operator's "
-        "reset of a purged referral could do this. Fix: skip rows with purged_at set.",
-    )
     async def test_newer_projection_does_not_restore_handoff_notes(self, sessions: Sessions) -> None:
         seeded = await Referrals.seed(sessions)
         await purge(sessions)
