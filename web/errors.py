@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -20,6 +22,42 @@ from models import repository
 log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/v1"
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a sentence, and the bad fields by name."""
+
+    code: str
+    message: str
+    fields: dict[str, str]
+
+
+class ErrorRead(BaseModel):
+    """Body of every error response."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    401: "No valid bearer token",
+    403: "The caller's role or force may not do this",
+    404: "No such referral (or resource)",
+    409: "Conflicts with the referral's state",
+    422: "Invalid input; `fields` names each bad field",
+    503: "The database or Temporal is unavailable; retry after Retry-After seconds",
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    503: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}},
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route or router that answers these statuses in the error shape."""
+    return {
+        status: {"model": ErrorRead, "description": _ERROR_DESCRIPTIONS.get(status, "Error")}
+        for status in statuses
+    }
 
 
 class ApiError(Exception):
@@ -47,8 +85,8 @@ def _error(
     fields: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "fields": fields or {}}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = ErrorRead(error=ErrorDetail(code=code, message=message, fields=fields or {}))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 _COMMAND_STATUS = {"conflict": 409, "not_awaiting": 409, "closed": 409, "not_found": 404, "unavailable": 503}
@@ -106,7 +144,8 @@ def _temporal_unreachable(exc: BaseException) -> bool:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error in the contract's JSON shape; nothing escapes as a bare 500."""
+    """Every error in the contract's JSON shape, declared in the OpenAPI document; never a bare 500."""
+    _declare_errors_in_openapi(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -163,3 +202,78 @@ def install_error_handlers(app: FastAPI) -> None:
             return _error(503, "unavailable", "Temporal is unreachable; retry", headers={"Retry-After": "5"})
         log.exception("api.unexpected_error", error=type(exc).__name__)
         return _error(500, "internal", "unexpected error; it has been logged")
+
+
+# ---- the OpenAPI document --------------------------------------------------------------------
+
+_BEARER = "bearerAuth"
+_HTTP_VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+
+
+def _declare_errors_in_openapi(app: FastAPI) -> None:
+    """Declare the error shape and the bearer scheme on every /api/v1 operation.
+
+    The handlers above answer for every route, so the statuses are declared from the
+    document rather than route by route: 401/403/503 for every authenticated operation, 404
+    where the path names a resource, 409 for commands, and the error shape (not FastAPI's
+    HTTPValidationError) for 422. A route's own `responses=` (see error_responses) wins.
+    """
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        if not document.get("x-errors-declared"):
+            _declare(document)
+            document["x-errors-declared"] = True
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare(document: dict[str, Any]) -> None:
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    error_schema = ErrorRead.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in error_schema.pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault(ErrorRead.__name__, error_schema)
+    ref = {"$ref": f"#/components/schemas/{ErrorRead.__name__}"}
+    uses_bearer = False
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            statuses = set()
+            validated = "requestBody" in operation or bool(operation.get("parameters"))
+            if validated or "422" in responses:
+                statuses.add(422)
+            if path.startswith(API_PREFIX + "/"):
+                statuses |= {401, 403, 503}
+                if "{" in path:
+                    statuses.add(404)
+                if method == "post":
+                    statuses.add(409)
+                operation.setdefault("security", [{_BEARER: []}])
+                uses_bearer = True
+            for status in sorted(statuses):
+                declared = responses.get(str(status))
+                if declared is not None and not _is_fastapi_validation_error(declared):
+                    continue
+                response: dict[str, Any] = {
+                    "description": _ERROR_DESCRIPTIONS[status],
+                    "content": {"application/json": {"schema": ref}},
+                }
+                if status in _ERROR_HEADERS:
+                    response["headers"] = _ERROR_HEADERS[status]
+                responses[str(status)] = response
+    if uses_bearer:
+        components.setdefault("securitySchemes", {})[_BEARER] = {"type": "http", "scheme": "bearer"}
+    if _HTTP_VALIDATION_REF not in str(document.get("paths", {})):
+        # Nothing answers in FastAPI's own validation shape any more.
+        schemas.pop("HTTPValidationError", None)
+        if "#/components/schemas/ValidationError" not in str(schemas):
+            schemas.pop("ValidationError", None)
+
+
+def _is_fastapi_validation_error(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref") == _HTTP_VALIDATION_REF)
