@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from datetime import date, time, timedelta
@@ -98,7 +99,8 @@ class Duration(BaseModel):
 
 
 def _plural(amount: float, unit: str) -> str:
-    text = str(int(amount)) if amount == int(amount) else repr(float(amount))
+    # Positional notation: repr(0.00001) is "1e-05", which parse_duration does not read back.
+    text = str(int(amount)) if amount == int(amount) else format(Decimal(repr(float(amount))), "f")
     return f"{text} {unit}" if amount == 1 else f"{text} {unit}s"
 
 
@@ -321,7 +323,8 @@ def _parse_days(value: Any) -> Any:
                 raise ValueError(f"unknown day {item!r} (use {', '.join(DAY_NAMES)})")
             item = DAY_NAMES.index(item.strip().lower())
         days.append(item)
-    return frozenset(days)
+    # A list, not a set: pydantic then refuses unhashable or non-integer items by position.
+    return days
 
 
 class CalendarPolicy(BaseModel):
@@ -343,7 +346,8 @@ class CalendarPolicy(BaseModel):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: a name that is a folder of the zone database ("Europe") or too long for a path.
             raise ValueError(f"unknown time zone {value!r}, e.g. 'Europe/London'") from None
         return value
 
@@ -414,13 +418,38 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+        raise _refusal(source, _toml_error(text, str(exc))) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table.
+        raise _refusal(source, "line 1: not valid TOML: values nested too deeply") from None
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
         lines = _key_lines(text)
         problems = [_describe(error, lines) for error in exc.errors()]
-        raise PolicyError(f"{source}: " + "; ".join(problems)) from None
+        raise _refusal(source, "; ".join(problems)) from None
+
+
+def _refusal(source: str, message: str) -> PolicyError:
+    # One line, as the contract promises, whatever a message quotes.
+    return PolicyError(" ".join(f"{source}: {message}".splitlines()))
+
+
+_TOML_AT_RE = re.compile(
+    r"^(?P<reason>.*?)\s*\(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$"
+)
+
+
+def _toml_error(text: str, message: str) -> str:
+    """tomllib's message led by the line, which it leaves out for errors at the end of the text."""
+    match = _TOML_AT_RE.match(message)
+    if match is None:  # pragma: no cover - another Python's wording
+        return f"not valid TOML: {message}"
+    if match.group("line"):
+        line, column = int(match.group("line")), int(match.group("column"))
+    else:
+        line, column = text.count("\n") + 1, len(text) - text.rfind("\n")
+    return f"line {line}: not valid TOML: {match.group('reason')} (column {column})"
 
 
 def default_policy_text() -> str:
@@ -457,10 +486,18 @@ def _describe(error: Any, lines: dict[tuple[str | int, ...], int]) -> str:
         message = f"unknown {what} {error['input']!r} (use {error['ctx']['expected']})"
     else:
         message = error["msg"]
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{_key_text(p)}" for p in loc).lstrip(".")
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
     where = f"line {line}: " if line else ""
     return f"{where}{path}: {message}" if path else f"{where}{message}"
+
+
+def _key_text(key: str) -> str:
+    """A key as TOML would need it written: bare when it can be, else quoted."""
+    return key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:
