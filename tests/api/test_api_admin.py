@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tests.api.conftest import USERS, Api
 from tests.api.test_api_intake import REFERRALS, assert_error, aware
-from web.admin import ErrorResponse, TokenIssued, TokenList, TokenRead, UserCreated, UserList
+from web.admin import TokenIssued, TokenList, TokenRead, UserCreated, UserList
+from web.errors import ErrorRead
 
 USERS_PATH = "/api/v1/users"
 NOT_IDS = ["0" * 32, "nope", "A" * 32, "%00" * 4, "0" * 31 + "g"]
@@ -150,7 +151,7 @@ class TestUsers:
         body = {"role": "manager", "name": "M", "email": new_email(), **changes}
         error = assert_error(await api.post(USERS_PATH, "admin", json=body), 422, "invalid")
         assert set(error["fields"]) == bad
-        ErrorResponse.model_validate({"error": error})
+        ErrorRead.model_validate({"error": error})
 
     async def test_missing_fields_are_named(self, api: Api) -> None:
         error = assert_error(await api.post(USERS_PATH, "admin", json={}), 422, "invalid")
@@ -297,7 +298,7 @@ class TestNoInputIs500:
         if response.status_code == 201:
             UserCreated.model_validate(response.json())
         else:
-            ErrorResponse.model_validate(response.json())
+            ErrorRead.model_validate(response.json())
 
     @FUZZ
     @given(
@@ -311,4 +312,34 @@ class TestNoInputIs500:
 
         response = await api.post(f"/api/v1/tokens/{quote(target, safe='')}/expire", "admin", json=body)
         assert response.status_code in ALLOWED, (response.status_code, response.text)
-        ErrorResponse.model_validate(response.json())
+        ErrorRead.model_validate(response.json())
+
+
+class TestDocument:
+    """The OpenAPI document describes what the admin routes answer, so fuzzers can check it."""
+
+    async def test_response_models_and_errors_are_declared(self, api: Api) -> None:
+        doc = (await api.http.get("/openapi.json")).json()
+
+        def ref(path: str, method: str, status: str) -> str:
+            response = doc["paths"][path][method]["responses"][status]
+            return str(response["content"]["application/json"]["schema"]["$ref"]).rsplit("/", 1)[1]
+
+        expected = {
+            (USERS_PATH, "get", "200"): "UserList",
+            (USERS_PATH, "post", "201"): "UserCreated",
+            (USERS_PATH, "post", "409"): "ErrorRead",
+            (USERS_PATH, "post", "422"): "ErrorRead",
+            (f"{USERS_PATH}/{{user_id}}/tokens", "get", "200"): "TokenList",
+            (f"{USERS_PATH}/{{user_id}}/tokens", "get", "404"): "ErrorRead",
+            (f"{USERS_PATH}/{{user_id}}/tokens", "post", "201"): "TokenIssued",
+            ("/api/v1/tokens/{token_id}/revoke", "post", "200"): "TokenRead",
+            ("/api/v1/tokens/{token_id}/expire", "post", "200"): "TokenRead",
+            ("/api/v1/tokens/{token_id}/expire", "post", "409"): "ErrorRead",
+        }
+        assert {key: ref(*key) for key in expected} == expected
+        for path in (USERS_PATH, f"{USERS_PATH}/{{user_id}}/tokens"):
+            for method in doc["paths"][path]:
+                assert ref(path, method, "401") == ref(path, method, "403") == "ErrorRead"
+        assert doc["components"]["schemas"]["UserCreate"]["additionalProperties"] is False
+        assert "token_hash" not in str(doc["components"]["schemas"])
