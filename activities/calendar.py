@@ -16,8 +16,8 @@ from models.policy import CalendarPolicy, Duration, Offset
 MAX_SCAN_DAYS = 3700
 
 _SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
-_US_PER_DAY = 86_400_000_000
 _ONE_DAY = timedelta(days=1)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def _us(t: time) -> int:
@@ -49,6 +49,7 @@ class WorkingCalendar:
         self._closures = frozenset(policy.closures)
         self._subdivision = _SUBDIVISIONS.get(policy.bank_holidays)
         self._holidays: dict[int, frozenset[date]] = {}
+        self._windows: dict[date, tuple[datetime, datetime]] = {}
 
     @property
     def working_day_seconds(self) -> float:
@@ -76,20 +77,23 @@ class WorkingCalendar:
         return d.weekday() in self._days and d not in self._closures and d not in self.holidays_in(d.year)
 
     def is_working_instant(self, dt: datetime) -> bool:
-        """True when local wall time is within working hours (ends included) on a working day."""
+        """True when `dt` falls within its day's working hours (ends included) on a working day."""
         _require_aware(dt)
-        local = dt.astimezone(self.zone)
-        return self._start <= _us(local.time()) <= self._end and self.is_working_day(local.date())
+        d = dt.astimezone(self.zone).date()
+        if not self.is_working_day(d):
+            return False
+        opens, closes = self._window(d)
+        return opens <= dt <= closes
 
     def next_working_instant(self, dt: datetime) -> datetime:
         """`dt` if it is working time, else the start of the next working day (UTC)."""
-        d, t = self._snap_forward(dt)
-        return self._instant(d, t)
+        _, opens, _ = self._first_window_ending_at_or_after(dt)
+        return max(dt.astimezone(UTC), opens)
 
     def previous_working_instant(self, dt: datetime) -> datetime:
         """`dt` if it is working time, else the end of the previous working day (UTC)."""
-        d, t = self._snap_back(dt)
-        return self._instant(d, t)
+        _, _, closes = self._last_window_opening_at_or_before(dt)
+        return min(dt.astimezone(UTC), closes)
 
     def add(self, start: datetime, duration: Duration) -> datetime:
         """The instant `duration` after `start`; working time skips nights, weekends, holidays."""
@@ -97,14 +101,15 @@ class WorkingCalendar:
         if not duration.working:
             # In UTC: aware arithmetic in a local zone is wall-clock, wrong by an hour across DST.
             return start.astimezone(UTC) + duration.as_timedelta()
-        remaining = self._duration_us(duration)
-        d, t = self._snap_forward(start)
+        remaining = timedelta(microseconds=self._duration_us(duration))
+        d, opens, closes = self._first_window_ending_at_or_after(start)
+        cursor = max(start.astimezone(UTC), opens)
         for _ in range(self._max_days(remaining)):
-            available = self._end - t
-            if remaining <= available:
-                return self._instant(d, t + remaining)
-            remaining -= available
-            d, t = self._next_working_day(d), self._start
+            if remaining <= closes - cursor:
+                return cursor + remaining
+            remaining -= closes - cursor
+            d = self._next_working_day(d)
+            cursor, closes = self._window(d)
         raise AssertionError("unreachable: each working day consumes working time")  # pragma: no cover
 
     def subtract(self, end: datetime, duration: Duration) -> datetime:
@@ -112,14 +117,15 @@ class WorkingCalendar:
         _require_aware(end)
         if not duration.working:
             return end.astimezone(UTC) - duration.as_timedelta()
-        remaining = self._duration_us(duration)
-        d, t = self._snap_back(end)
+        remaining = timedelta(microseconds=self._duration_us(duration))
+        d, opens, closes = self._last_window_opening_at_or_before(end)
+        cursor = min(end.astimezone(UTC), closes)
         for _ in range(self._max_days(remaining)):
-            available = t - self._start
-            if remaining <= available:
-                return self._instant(d, t - remaining)
-            remaining -= available
-            d, t = self._previous_working_day(d), self._end
+            if remaining <= cursor - opens:
+                return cursor - remaining
+            remaining -= cursor - opens
+            d = self._previous_working_day(d)
+            opens, cursor = self._window(d)
         raise AssertionError("unreachable: each working day consumes working time")  # pragma: no cover
 
     def offset(self, due: datetime, offset: Offset) -> datetime:
@@ -137,17 +143,15 @@ class WorkingCalendar:
         _require_aware(b)
         if b <= a:
             return 0.0
-        first, last = a.astimezone(self.zone), b.astimezone(self.zone)
-        total = 0
-        d = first.date()
+        total = timedelta(0)
+        d, last = a.astimezone(self.zone).date(), b.astimezone(self.zone).date()
         # One step per calendar day in the span: the span is the caller's, not a policy's.
-        while d <= last.date():
+        while d <= last:
             if self.is_working_day(d):
-                lo = max(self._start, _us(first.time()) if d == first.date() else 0)
-                hi = min(self._end, _us(last.time()) if d == last.date() else _US_PER_DAY)
-                total += max(0, hi - lo)
+                opens, closes = self._window(d)
+                total += max(timedelta(0), min(b, closes) - max(a, opens))
             d += _ONE_DAY
-        return total / 1_000_000
+        return total / _ONE_MICROSECOND / 1_000_000
 
     def _duration_us(self, duration: Duration) -> int:
         if not duration.working:
@@ -156,28 +160,61 @@ class WorkingCalendar:
             return round(duration.days * (self._end - self._start))
         return duration.seconds * 1_000_000
 
-    def _max_days(self, remaining: int) -> int:
-        # After the first (partial) day every working day consumes a full day's working time.
-        return remaining // (self._end - self._start) + 2
+    def _max_days(self, remaining: timedelta) -> int:
+        # After the first (partial) day every working day consumes a full day's working time,
+        # bar the few days whose clocks change inside working hours (at most an hour or two less).
+        return 2 * (remaining // timedelta(microseconds=self._end - self._start)) + 30
 
-    def _instant(self, d: date, us: int) -> datetime:
-        return datetime.combine(d, _time(us), tzinfo=self.zone).astimezone(UTC)
+    def _window(self, d: date) -> tuple[datetime, datetime]:
+        """The working hours of day `d` as real instants (UTC), cached.
 
-    def _snap_forward(self, dt: datetime) -> tuple[date, int]:
+        Working time is real time inside the hours: when the clocks go back during them the
+        repeated hour is worked twice, and an hour they skip is not worked at all.
+        """
+        window = self._windows.get(d)
+        if window is None:
+            window = (
+                self._instant(d, self._start, earliest=True),
+                self._instant(d, self._end, earliest=False),
+            )
+            if len(self._windows) > 50_000:  # a long-lived process: keep the cache bounded
+                self._windows.clear()
+            self._windows[d] = window
+        return window
+
+    def _instant(self, d: date, us: int, *, earliest: bool) -> datetime:
+        """The instant a wall-clock time of day `d` happens, in UTC.
+
+        A time the clocks pass twice is its earliest or latest occurrence; a time they skip
+        happens at the instant of the change.
+        """
+        wall = datetime.combine(d, _time(us))
+        first = wall.replace(tzinfo=self.zone, fold=0).astimezone(UTC)
+        second = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        if first <= second:  # the same instant, or a repeated time (fold 0 is the earlier)
+            return first if earliest else second
+        # Skipped: fold 0 reads it with the offset before the change, fold 1 with the one after,
+        # which brackets the change; find it to the microsecond.
+        lo, hi = second, first
+        before = lo.astimezone(self.zone).utcoffset()
+        while hi - lo > _ONE_MICROSECOND:
+            mid = lo + (hi - lo) // 2
+            lo, hi = (mid, hi) if mid.astimezone(self.zone).utcoffset() == before else (lo, mid)
+        return hi
+
+    def _first_window_ending_at_or_after(self, dt: datetime) -> tuple[date, datetime, datetime]:
         _require_aware(dt)
-        local = dt.astimezone(self.zone)
-        d, t = local.date(), _us(local.time())
-        if self.is_working_day(d) and t <= self._end:
-            return d, max(t, self._start)
-        return self._next_working_day(d), self._start
+        d = dt.astimezone(self.zone).date()
+        if not self.is_working_day(d) or self._window(d)[1] < dt:
+            d = self._next_working_day(d)
+        return (d, *self._window(d))
 
-    def _snap_back(self, dt: datetime) -> tuple[date, int]:
+    def _last_window_opening_at_or_before(self, dt: datetime) -> tuple[date, datetime, datetime]:
         _require_aware(dt)
-        local = dt.astimezone(self.zone)
-        d, t = local.date(), _us(local.time())
-        if self.is_working_day(d) and t >= self._start:
-            return d, min(t, self._end)
-        return self._previous_working_day(d), self._end
+        d = dt.astimezone(self.zone).date()
+        if not self.is_working_day(d) or self._window(d)[0] > dt:
+            d = self._previous_working_day(d)
+        return (d, *self._window(d))
 
     def _next_working_day(self, d: date) -> date:
         return self._scan(d, _ONE_DAY, "after")

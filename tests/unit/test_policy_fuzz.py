@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from datetime import date, datetime, time
@@ -29,9 +30,11 @@ from models.policy import (
 
 SOURCE = "fuzz.toml"
 DEFAULT_TEXT = default_policy_text()
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: `FUZZ_SCALE=20` multiplies every example count below, for a longer campaign.
+SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
+FUZZ = settings(max_examples=200 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: Whole generated policies cost more per example.
-POLICY_FUZZ = settings(FUZZ, max_examples=60)
+POLICY_FUZZ = settings(FUZZ, max_examples=60 * SCALE)
 
 
 def outcome(text: str) -> Policy | str:
@@ -304,7 +307,7 @@ class TestOnlyPolicyErrorEscapes:
     def test_arbitrary_toml_documents(self, document: dict[str, Any]) -> None:
         assert isinstance(outcome(toml_document(document)), str)  # no team or hand-off: refused
 
-    @settings(POLICY_FUZZ, max_examples=100)
+    @settings(POLICY_FUZZ, max_examples=100 * SCALE)
     @given(policy_shaped(junk_leaves))
     @example({**parse_policy_dict(), "calendar": {"timezone": "Europe"}})
     @example({**parse_policy_dict(), "calendar": {"timezone": "a" * 300}})
@@ -393,7 +396,7 @@ class TestGeneratedPolicies:
             assert f"{policy.calendar.working_hours[0]:%H:%M}" == calendar["working_hours"][:5]
         assert Policy.model_validate_json(policy.model_dump_json()) == policy
 
-    @settings(POLICY_FUZZ, max_examples=30)
+    @settings(POLICY_FUZZ, max_examples=30 * SCALE)
     @given(policies(), st.sampled_from(list(Team)))
     def test_an_unknown_recipient_is_refused_with_its_line(
         self, document: dict[str, Any], team: Team
