@@ -13,7 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_NOTIFY_BASE_URL = "https://api.notifications.service.gov.uk"
 
 
-class ConfigError(Exception):
+class Fatal(Exception):
+    """Stop a `referrals` command with one line on stderr and a non-zero exit."""
+
+
+class ConfigError(Fatal):
     """Configuration that cannot be used; the message is one line for the operator."""
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import REFERRALS, ROOT, SECRET_KEY, TemporalServer, base_env, free_port, run_cli, tail
+from e2e_support import REFERRALS, SECRET_KEY, TemporalServer, base_env, free_port, run_cli, tail
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -39,12 +39,8 @@ UI = "http://localhost:8233"
 
 
 def cli_env(**values: str) -> dict[str, str]:
-    """The environment of a `referrals` process.
-
-    PYTHONPATH: pyproject.toml does not yet list codec_server in py-modules, so the editable
-    install's console script finds it only this way (see the note to the issue).
-    """
-    return base_env(PYTHONPATH=str(ROOT), **values)
+    """The environment of a `referrals` process."""
+    return base_env(**values)
 
 
 @dataclass
