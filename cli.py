@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -214,6 +215,19 @@ def _uvicorn_server(app: Any, host: str, port: int):  # type: ignore[no-untyped-
     return Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def check_public_url(url: str) -> None:
+    """Refuse a plain-http public address off loopback: cookies and links must not travel in clear."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and parts.hostname not in LOOPBACK_HOSTS:
+        raise Fatal(
+            f"REFERRALS_PUBLIC_URL {url} must be https:// off this machine: session cookies are "
+            "Secure only over https, and acknowledgement links must not travel in clear"
+        )
+
+
 async def run_api(
     settings: Settings,
     host: str,
@@ -228,6 +242,8 @@ async def run_api(
 
     check_can_listen(host, port)
     secret = settings.require_secret_key(dev=dev)
+    if not dev:
+        check_public_url(settings.public_url)
     app = create_app(
         settings,
         secret=secret,

@@ -75,6 +75,15 @@ def test_worker_refuses_to_start_without_temporal(env: dict[str, str], tmp_path:
     assert_one_line_error(run_cli(["worker"], env, tmp_path, timeout=60), env["REFERRALS_TEMPORAL_ADDRESS"])
 
 
+def test_api_refuses_a_plain_http_public_url_off_loopback(env: dict[str, str], tmp_path: Path) -> None:
+    env["REFERRALS_PUBLIC_URL"] = "http://referrals.council.example"
+    assert_one_line_error(
+        run_cli(["api", "--port", str(free_port())], env, tmp_path, timeout=30),
+        "REFERRALS_PUBLIC_URL",
+        "https://",
+    )
+
+
 def test_api_refuses_to_start_without_a_secret_key(env: dict[str, str], tmp_path: Path) -> None:
     del env["REFERRALS_SECRET_KEY"]
     assert_one_line_error(
