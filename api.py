@@ -69,7 +69,15 @@ def _read(result_state: ReferralState, now: datetime, user: User) -> dict[str, A
     return read.model_dump(mode="json", exclude_none=False)
 
 
-@router.post("/referrals", status_code=201, response_model=ReferralRead, responses={200: {}, 202: {}})
+@router.post(
+    "/referrals",
+    status_code=201,
+    response_model=ReferralRead,
+    responses={
+        200: {"model": ReferralRead, "description": "The same referral was submitted before"},
+        202: {"model": ReferralRead, "description": "Held by Temporal, not yet listed"},
+    },
+)
 async def submit_referral(
     body: ReferralCreate, user: CurrentUser, session: SessionDep, commands: Commands
 ) -> JSONResponse:
@@ -186,7 +194,11 @@ async def decline(
 CSV_COLUMNS = ["seq", "at", "type", "team", "handoff_seq", "actor_name", "actor_role", "data"]
 
 
-@router.get("/referrals/{referral_id}/chronology", response_model=Chronology)
+@router.get(
+    "/referrals/{referral_id}/chronology",
+    response_model=Chronology,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 async def chronology(
     referral_id: str,
     user: CurrentUser,

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from models.enums import Concern, DeclineReason, EventType, Outcome, Risk, Status, Team
 from models.payloads import (
@@ -21,6 +30,17 @@ from models.payloads import (
     Referrer,
     Text,
 )
+
+
+def iso_text(value: Any) -> Any:
+    """Dates and instants arrive as ISO 8601 text: a number is refused, not read as epoch seconds."""
+    if not isinstance(value, str) and value is not None and not isinstance(value, (date, datetime)):
+        raise ValueError("give an ISO 8601 date or instant as text, e.g. 2015-03-01")
+    return value
+
+
+#: A date given as ISO 8601 text (JSON has no date type; 0 is not 1970-01-01).
+IsoDate = Annotated[date, BeforeValidator(iso_text)]
 
 
 class Body(BaseModel):
@@ -43,8 +63,8 @@ class ChildCreate(Body):
 
     given_name: Text | None = None
     family_name: Text
-    date_of_birth: date | None = None
-    expected_date: date | None = None
+    date_of_birth: IsoDate | None = None
+    expected_date: IsoDate | None = None
 
     @field_validator("date_of_birth")
     @classmethod
@@ -72,7 +92,7 @@ class ReferralCreate(Body):
     concerns: Annotated[list[Concern], Field(min_length=1)]
     summary: LongText
     children: Annotated[list[ChildCreate], Field(min_length=1, max_length=20)]
-    consent_to_share: bool
+    consent_to_share: StrictBool
 
     def to_details(self) -> ReferralDetails:
         """The Temporal payload, with the same content."""

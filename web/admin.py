@@ -12,13 +12,24 @@ from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter, Depends
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import accounts
 from models.enums import Role, Team
 from models.payloads import Text
+from models.schemas import iso_text
 from models.tables import ApiToken, User
 from web.deps import CurrentUser, SessionDep, require
 from web.errors import API_PREFIX, ApiError
@@ -31,7 +42,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["admin"])
 # ---- bodies ----------------------------------------------------------------------------------
 
 
-Days = Annotated[int, Field(ge=1, le=accounts.MAX_EXPIRES_IN_DAYS)]
+Days = Annotated[StrictInt, Field(ge=1, le=accounts.MAX_EXPIRES_IN_DAYS)]
 
 
 class AdminBody(BaseModel):
@@ -69,7 +80,7 @@ class TokenCreate(AdminBody):
 class TokenExpire(AdminBody):
     """Body of POST /tokens/{token_id}/expire (optional): when, default now."""
 
-    at: AwareDatetime | None = None
+    at: Annotated[AwareDatetime, BeforeValidator(iso_text)] | None = None
 
     @field_validator("at")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,7 +17,7 @@ from temporalio.service import RPCError
 
 from models import repository
 from web.deps import SessionDep
-from web.errors import ApiError
+from web.errors import ApiError, error_responses
 
 ops = APIRouter()
 
@@ -27,7 +28,18 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@ops.get("/readyz")
+class Readiness(BaseModel):
+    """Each dependency's state: `ok`, or `unavailable: <why>`."""
+
+    status: str
+    checks: dict[str, str]
+
+
+@ops.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency does not answer; `checks` says which"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the read model and Temporal each answer."""
     checks: dict[str, str] = {}
@@ -50,7 +62,7 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@ops.get("/metrics", response_class=PlainTextResponse)
+@ops.get("/metrics", response_class=PlainTextResponse, responses=error_responses(503))
 async def metrics(session: SessionDep) -> str:
     """Prometheus text: open and overdue referrals by awaiting team."""
     try:
@@ -70,7 +82,7 @@ async def metrics(session: SessionDep) -> str:
     return "\n".join(lines) + "\n"
 
 
-@ops.get("/dev/outbox")
+@ops.get("/dev/outbox", responses=error_responses(404))
 async def dev_outbox(request: Request, session: SessionDep) -> list[dict[str, Any]]:
     """The built-in outbox (only when no SMTP server is configured)."""
     if not request.app.state.outbox_enabled:

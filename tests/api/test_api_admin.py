@@ -238,6 +238,7 @@ class TestTokens:
             {"at": "tomorrow"},
             {"at": "9999-12-31T23:59:59-05:00"},  # past the last representable instant in UTC
             {"at": None, "why": "extra"},
+            {"at": 8093},  # a number is not read as epoch seconds
         ],
     )
     async def test_bad_expiry_bodies(self, api: Api, body: dict[str, Any]) -> None:
@@ -245,7 +246,10 @@ class TestTokens:
         response = await api.post(f"/api/v1/tokens/{created['token']['id']}/expire", "admin", json=body)
         assert_error(response, 422, "invalid")
 
-    @pytest.mark.parametrize("bad", [{"expires_in_days": 0}, {"expires_in_days": "soon"}, {"days": 3}])
+    @pytest.mark.parametrize(
+        "bad",
+        [{"expires_in_days": 0}, {"expires_in_days": "soon"}, {"expires_in_days": True}, {"days": 3}],
+    )
     async def test_bad_issue_bodies(self, api: Api, bad: dict[str, Any]) -> None:
         created = await create(api)
         response = await api.post(f"{USERS_PATH}/{created['user']['id']}/tokens", "admin", json=bad)
