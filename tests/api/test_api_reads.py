@@ -253,7 +253,9 @@ class TestList:
     async def test_roles_that_may_list(self, api: Api, population: Population, who: str) -> None:
         assert set(await _ids(api, who)) == population.open
 
-    @pytest.mark.parametrize(("who", "handed"), [("early_help", "early_help"), ("social_care", "social_care")])
+    @pytest.mark.parametrize(
+        ("who", "handed"), [("early_help", "early_help"), ("social_care", "social_care")]
+    )
     async def test_receiving_teams_list_what_was_handed_to_them(
         self, api: Api, population: Population, who: str, handed: str
     ) -> None:
