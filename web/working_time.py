@@ -32,10 +32,13 @@ class WorkingAge:
         rest = self._from_midnight.get(midnight)
         if rest is None:
             rest = self._from_midnight[midnight] = self.calendar.working_seconds_between(midnight, self.now)
+        if local.utcoffset() != midnight.utcoffset():
+            # The clocks change later that day: the wall clock no longer measures working time.
+            return self.calendar.working_seconds_between(start, midnight) + rest
         return self._rest_of_day(local) + rest
 
     def _rest_of_day(self, local: datetime) -> float:
-        """Working seconds from a local instant to the end of its day (what the calendar counts)."""
+        """Working seconds from a local instant to the end of its day, on a day without a clock change."""
         if not self.calendar.is_working_day(local.date()):
             return 0.0
         opens, closes = (_seconds(t) for t in self.calendar.policy.working_hours)
