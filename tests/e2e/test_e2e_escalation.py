@@ -116,7 +116,7 @@ async def test_unacknowledged_early_help_hand_off_is_escalated_until_acknowledge
     sent_before_ack = len(mailbox.of_kind("escalation", reference))
 
     async def closed() -> dict[str, Any] | None:
-        body = await get_referral(stack, "police", rid)
+        body = await get_referral(stack, "front_door", rid)
         return body if body["status"] == "closed" else None
 
     final = await eventually(closed, within=30, what="GET to show the referral closed", alive=alive)
