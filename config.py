@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_NOTIFY_BASE_URL = "https://api.notifications.service.gov.uk"
 
@@ -52,6 +54,11 @@ class Settings(BaseSettings):
     #: Local time (Europe/London, "HH:MM") of the daily purge: night, outside office hours, and
     #: clear of 01:00-02:00, which the clocks skip or repeat in spring and autumn.
     purge_time: str = "02:30"
+    #: How often the reconciler compares open referrals in SQL with running workflows
+    #: (seconds, or ISO 8601 such as "PT5M").
+    reconcile_every: timedelta = timedelta(minutes=5)
+    #: Who is told of the reconciler's findings: comma-separated email addresses (none: metrics only).
+    admin_emails: Annotated[list[str], NoDecode] = []
 
     @field_validator("database_url", "smtp_url", "notify_api_key", "secret_key", "temporal_address")
     @classmethod
@@ -124,6 +131,34 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
             raise ValueError('must be a time of day as "HH:MM", e.g. "02:30"')
         return value.strip()
+
+    @field_validator("reconcile_every", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # pydantic reads "300" as a malformed ISO duration; a bare number means seconds.
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        return value
+
+    @field_validator("reconcile_every")
+    @classmethod
+    def _reconcile_every(cls, value: timedelta) -> timedelta:
+        # A run takes two looks half a minute apart; more often than every minute they would overlap,
+        # and less often than daily a lost referral would go unnoticed for too long.
+        if not timedelta(minutes=1) <= value <= timedelta(days=1):
+            raise ValueError('must be between 60 seconds and 1 day, e.g. "300" or "PT5M"')
+        return value
+
+    @field_validator("admin_emails", mode="before")
+    @classmethod
+    def _admin_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for address in value:
+                if not isinstance(address, str) or address.count("@") != 1 or " " in address:
+                    raise ValueError(f"{address!r} is not an email address")
+        return value
 
     @field_validator("policy_file")
     @classmethod
