@@ -154,6 +154,20 @@ async def open_counts(session: AsyncSession, *, now: datetime) -> list[tuple[str
     return [(team, int(count), int(late or 0)) for team, count, late in rows]
 
 
+#: Outbox statuses that mean a message will not arrive without someone acting.
+DELIVERY_FAILED = ("failed", "rejected")
+
+
+async def outbox_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """(kind, status, messages) over the whole outbox, for /metrics."""
+    rows = await session.execute(
+        select(OutboxMessage.kind, OutboxMessage.status, func.count())
+        .group_by(OutboxMessage.kind, OutboxMessage.status)
+        .order_by(OutboxMessage.kind, OutboxMessage.status)
+    )
+    return [(kind, status, int(count)) for kind, status, count in rows]
+
+
 async def outbox(session: AsyncSession, *, limit: int = 200) -> list[OutboxMessage]:
     """The newest messages first (the dev outbox)."""
     rows = await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit))
@@ -198,18 +212,31 @@ async def create_user(
     return user, token
 
 
+async def token_holder(
+    session: AsyncSession, token: str, *, now: datetime
+) -> tuple[User, datetime | None] | None:
+    """The user holding a valid (unrevoked, unexpired) token, and when the token expires."""
+    row = (
+        await session.execute(
+            select(User, ApiToken.expires_at)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(
+                ApiToken.token_hash == hash_token(token),
+                ApiToken.revoked_at.is_(None),
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    user, expires_at = row
+    return user, expires_at
+
+
 async def user_for_token(session: AsyncSession, token: str, *, now: datetime) -> User | None:
     """The user holding a valid (unrevoked, unexpired) token."""
-    row = await session.execute(
-        select(User)
-        .join(ApiToken, ApiToken.user_id == User.id)
-        .where(
-            ApiToken.token_hash == hash_token(token),
-            ApiToken.revoked_at.is_(None),
-            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
-        )
-    )
-    return row.scalar_one_or_none()
+    held = await token_holder(session, token, now=now)
+    return held[0] if held is not None else None
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:

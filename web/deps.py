@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from commands import ReferralCommands
@@ -29,16 +34,111 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+#: Errors that mean the read model did not answer (as opposed to a bug in a query).
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
+RETRY_AFTER = {"Retry-After": "5"}
+
+# How long a token verified against the read model is still honoured while the read model is
+# unreachable, so police can keep referring during an outage. The cache is consulted only when
+# the database does not answer: while it answers, a revoked token is refused at once. During an
+# outage a token revoked in the last TOKEN_GRACE may still submit (never past its own expiry).
+TOKEN_GRACE = timedelta(minutes=5)
+TOKEN_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    user: User
+    until: float  # on the monotonic clock
+
+
+class TokenCache:
+    """Tokens (by hash) recently verified against the read model, for use only while it is down."""
+
+    def __init__(
+        self,
+        *,
+        grace: timedelta = TOKEN_GRACE,
+        size: int = TOKEN_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.grace, self.size, self.clock = grace, size, clock
+        self._entries: dict[str, _Verified] = {}
+
+    def remember(self, token: str, user: User, *, expires_at: datetime | None, now: datetime) -> None:
+        """Note that the read model has just accepted `token` for `user`."""
+        ttl = self.grace.total_seconds()
+        if expires_at is not None:
+            ttl = min(ttl, (expires_at - now).total_seconds())
+        key = repository.hash_token(token)
+        self._entries.pop(key, None)
+        if ttl <= 0:
+            return
+        while len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]  # the oldest verification
+        # A detached copy: the request's session (and its connection) must not be kept alive.
+        snapshot = User(
+            id=user.id,
+            name=user.name,
+            email=user.email,
+            role=user.role,
+            force=user.force,
+            team=user.team,
+            created_at=user.created_at,
+        )
+        self._entries[key] = _Verified(snapshot, self.clock() + ttl)
+
+    def forget(self, token: str) -> None:
+        """The read model refused `token`: never honour it from here again."""
+        self._entries.pop(repository.hash_token(token), None)
+
+    def recall(self, token: str) -> User | None:
+        """The user `token` was verified for within the grace period, else None."""
+        key = repository.hash_token(token)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self.clock() >= entry.until:
+            del self._entries[key]
+            return None
+        return entry.user
+
+
+def token_cache_of(request: Request) -> TokenCache:
+    """The app's cache of verified tokens (one per app, created on first use)."""
+    cache: TokenCache | None = getattr(request.app.state, "token_cache", None)
+    if cache is None:
+        cache = request.app.state.token_cache = TokenCache()
+    return cache
+
+
 async def current_user(request: Request, session: SessionDep) -> User:
-    """The user behind the bearer token, or 401."""
+    """The user behind the bearer token, or 401; while the read model is down, a recent one, or 503."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     challenge = {"WWW-Authenticate": "Bearer"}
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", headers=challenge)
-    user = await repository.user_for_token(session, token.strip(), now=datetime.now(UTC))
-    if user is None:
+    token = token.strip()
+    cache = token_cache_of(request)
+    now = datetime.now(UTC)
+    try:
+        held = await repository.token_holder(session, token, now=now)
+    except DATABASE_DOWN:
+        with contextlib.suppress(*DATABASE_DOWN):
+            await session.rollback()
+        user = cache.recall(token)
+        if user is None:
+            # Not known to be valid or invalid: retrying later is the honest answer.
+            raise ApiError(
+                503, "unavailable", "the database is unavailable; retry", headers=RETRY_AFTER
+            ) from None
+        return user
+    if held is None:
+        cache.forget(token)
         raise ApiError(401, "unauthorized", "the token is not valid", headers=challenge)
+    user, expires_at = held
+    cache.remember(token, user, expires_at=expires_at, now=now)
     return user
 
 

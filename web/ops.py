@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
+import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiosmtplib
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from activities.notify import SmtpTarget
+from config import Settings
 from models import repository
-from web.deps import SessionDep
+from web.deps import DATABASE_DOWN, RETRY_AFTER, SessionDep
 from web.errors import ApiError, error_responses
 
 ops = APIRouter()
@@ -29,10 +36,65 @@ async def healthz() -> dict[str, str]:
 
 
 class Readiness(BaseModel):
-    """Each dependency's state: `ok`, or `unavailable: <why>`."""
+    """Each dependency's state: `ok`, `not_configured`, or `unavailable: <why>`."""
 
     status: str
     checks: dict[str, str]
+
+
+# A readiness probe must answer well within a load balancer's probe timeout (often 5-10 s).
+CHECK_TIMEOUT = 3.0
+HEALTHY = frozenset({"ok", "not_configured"})
+
+
+def _down(exc: BaseException) -> str:
+    return f"unavailable: {type(exc).__name__}"
+
+
+async def _database(engine: AsyncEngine) -> str:
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(probe(), CHECK_TIMEOUT)
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:
+        return _down(exc)
+    return "ok"
+
+
+async def _temporal(client: Client) -> str:
+    try:
+        await client.workflow_service.get_system_info(
+            GetSystemInfoRequest(), timeout=timedelta(seconds=CHECK_TIMEOUT)
+        )
+    except (RPCError, RuntimeError, OSError) as exc:
+        return _down(exc)
+    return "ok"
+
+
+async def _smtp(url: str | None) -> str:
+    if not url:
+        return "not_configured"  # email goes to the built-in outbox
+    target = SmtpTarget.from_url(url)
+    smtp = aiosmtplib.SMTP(
+        hostname=target.host,
+        port=target.port,
+        use_tls=target.use_tls,
+        start_tls=False,  # EHLO and NOOP prove the server answers; delivery negotiates TLS itself
+        timeout=CHECK_TIMEOUT,
+    )
+    try:
+        await smtp.connect()
+        await smtp.ehlo()
+        await smtp.noop()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return _down(exc)
+    finally:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            if smtp.is_connected:
+                await smtp.quit()
+    return "ok"
 
 
 @ops.get(
@@ -41,44 +103,76 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "A dependency does not answer; `checks` says which"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the read model and Temporal each answer."""
-    checks: dict[str, str] = {}
-    engine: AsyncEngine = request.app.state.engine
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except (OSError, SQLAlchemyError) as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    try:
-        client: Client = request.app.state.commands.client
-        await client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=timedelta(seconds=3))
-        checks["temporal"] = "ok"
-    except (RPCError, RuntimeError, OSError) as exc:
-        checks["temporal"] = f"unavailable: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
+    """Readiness: the read model, Temporal and (when configured) SMTP each answer."""
+    settings: Settings = request.app.state.settings
+    database, temporal, smtp = await asyncio.gather(
+        _database(request.app.state.engine),
+        _temporal(request.app.state.commands.client),
+        _smtp(settings.smtp_url),
+    )
+    checks = {"database": database, "temporal": temporal, "smtp": smtp}
+    ok = all(v in HEALTHY for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )
 
 
+def _label(value: str | None) -> str:
+    text = value or "none"
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+async def _reconcile_lines(session: AsyncSession) -> list[str]:
+    # activities/reconcile.py is written alongside this file; its metrics appear once it exists.
+    try:
+        module = importlib.import_module("activities.reconcile")
+    except ImportError:
+        return []
+    produce = getattr(module, "reconcile_metrics", None)
+    if produce is None:
+        return []
+    lines = produce(session)
+    if inspect.isawaitable(lines):
+        lines = await lines
+    return [str(line) for line in lines]
+
+
 @ops.get("/metrics", response_class=PlainTextResponse, responses=error_responses(503))
 async def metrics(session: SessionDep) -> str:
-    """Prometheus text: open and overdue referrals by awaiting team."""
+    """Prometheus text: open and overdue referrals by team, emails by kind and status, failures."""
     try:
         counts = await repository.open_counts(session, now=datetime.now(UTC))
-    except OperationalError:
-        raise ApiError(503, "unavailable", "the database is unavailable") from None
+        emails = await repository.outbox_counts(session)
+        reconcile = await _reconcile_lines(session)
+    except DATABASE_DOWN:
+        raise ApiError(503, "unavailable", "the database is unavailable", headers=RETRY_AFTER) from None
     lines = [
         "# HELP referrals_open Referrals not yet closed, by the team they await.",
         "# TYPE referrals_open gauge",
     ]
-    lines += [f'referrals_open{{team="{team or "none"}"}} {count}' for team, count, _ in counts]
+    lines += [f'referrals_open{{team="{_label(team)}"}} {count}' for team, count, _ in counts]
     lines += [
         "# HELP referrals_overdue Open referrals past their due instant.",
         "# TYPE referrals_overdue gauge",
     ]
-    lines += [f'referrals_overdue{{team="{team or "none"}"}} {late}' for team, _, late in counts]
+    lines += [f'referrals_overdue{{team="{_label(team)}"}} {late}' for team, _, late in counts]
+    lines += [
+        "# HELP referrals_emails Emails in the outbox (reminders, escalations, outcomes) by kind and status.",
+        "# TYPE referrals_emails gauge",
+    ]
+    lines += [
+        f'referrals_emails{{kind="{_label(kind)}",status="{_label(status)}"}} {n}'
+        for kind, status, n in emails
+    ]
+    failures: dict[str, int] = {}
+    for kind, status, n in emails:
+        failures[kind] = failures.get(kind, 0) + (n if status in repository.DELIVERY_FAILED else 0)
+    lines += [
+        "# HELP referrals_email_delivery_failures Emails the mail system rejected or that failed, by kind.",
+        "# TYPE referrals_email_delivery_failures gauge",
+    ]
+    lines += [f'referrals_email_delivery_failures{{kind="{_label(k)}"}} {n}' for k, n in failures.items()]
+    lines += reconcile
     return "\n".join(lines) + "\n"
 
 

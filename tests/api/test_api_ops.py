@@ -25,7 +25,10 @@ class TestHealth:
     async def test_readyz(self, api: Api) -> None:
         response = await api.http.get("/readyz")
         assert response.status_code == 200, response.text
-        assert response.json() == {"status": "ok", "checks": {"database": "ok", "temporal": "ok"}}
+        assert response.json() == {
+            "status": "ok",
+            "checks": {"database": "ok", "temporal": "ok", "smtp": "not_configured"},
+        }
 
     async def test_readyz_without_a_database(self, api: Api, backend: str) -> None:
         missing = {
@@ -50,7 +53,7 @@ class TestHealth:
             response = await http.get("/readyz")
             assert response.status_code == 503, response.text
             checks = response.json()["checks"]
-            assert set(checks) == {"database", "temporal"}
+            assert set(checks) == {"database", "temporal", "smtp"}
             assert checks["database"] == "ok" and checks["temporal"].startswith("unavailable")
             submitted = await http.post(REFERRALS, headers=api.auth("police"), json=referral_body())
             assert_error(submitted, 503, "unavailable")
