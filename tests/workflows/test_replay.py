@@ -1,0 +1,72 @@
+"""Histories recorded from real runs (tests/histories/) replay on the current ReferralWorkflow.
+
+A change to the workflow that running referrals would trip over (a command added, removed or
+reordered without `workflow.patched`) fails here. Record new histories with
+`.venv/bin/python -m scripts.record_histories`, never by editing the files.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tests.conftest import ROOT
+from workflows.referral import ReferralWorkflow
+
+HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
+
+
+def load_history(path: Path) -> WorkflowHistory:
+    """A recorded history, named after its file."""
+    return WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text(encoding="utf-8"))
+
+
+def replayer() -> Replayer:
+    """A replayer of the current workflow code with the converter the tests record with."""
+    return Replayer(workflows=[ReferralWorkflow], data_converter=pydantic_data_converter)
+
+
+def test_the_recorded_scenarios_are_there() -> None:
+    names = {p.stem for p in HISTORIES}
+    assert {
+        "no_further_action",
+        "early_help_acknowledged",
+        "early_help_declined",
+        "escalation_ladder",
+        "collapsed_repeats",
+        "duplicate_submission",
+    } <= names
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_history_replays_deterministically(path: Path) -> None:
+    # raise_on_replay_failure (the default) turns any non-determinism into an exception here.
+    result = await replayer().replay_workflow(load_history(path))
+    assert result.replay_failure is None
+
+
+def _payload_texts(node: object) -> list[str]:
+    """Every payload's data in a history's JSON, decoded from base64."""
+    if isinstance(node, dict):
+        if "metadata" in node and isinstance(node.get("data"), str):
+            return [base64.b64decode(node["data"]).decode("utf-8", "replace")]
+        return [t for v in node.values() for t in _payload_texts(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in _payload_texts(v)]
+    return []
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+def test_histories_hold_only_the_fake_sample_data(path: Path) -> None:
+    # Recorded with the plain pydantic converter, so payloads are readable: only the sample
+    # referral of tests/conftest.py may appear in them.
+    texts = "\n".join(_payload_texts(json.loads(path.read_text(encoding="utf-8"))))
+    assert set(re.findall(r'"family_name":"([^"]*)"', texts)) == {"Quixotic"}
+    assert set(re.findall(r'"email":"([^"]*)"', texts)) == {"a.example@police.example"}
