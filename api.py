@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -54,10 +54,12 @@ from web.admin import router as admin_router
 from web.dashboard import router as dashboard_router
 from web.deps import (
     DATABASE_DOWN,
+    DATABASE_WAIT,
     Commands,
     CurrentUser,
     SessionDep,
     TokenCache,
+    abandon,
     actor_of,
     require,
     visible_referral,
@@ -105,16 +107,16 @@ async def submit_referral(
         )
     details = body.to_details()
     try:
-        existing = await repository.get_referral(
-            session, referral_id_for(details.force, details.police_reference)
+        existing = await asyncio.wait_for(
+            repository.get_referral(session, referral_id_for(details.force, details.police_reference)),
+            DATABASE_WAIT,
         )
-        await session.commit()
+        await asyncio.wait_for(session.commit(), DATABASE_WAIT)
     except DATABASE_DOWN:
         # Intake must not depend on the read model: the workflow refuses a duplicate of an open
         # or recently closed referral itself, so only one closed past retention could slip by.
         log.warning("intake.read_model_unavailable", check="closed_duplicate")
-        with contextlib.suppress(*DATABASE_DOWN):
-            await session.rollback()
+        await abandon(session)
         existing = None
     if existing is not None and existing.status == Status.CLOSED.value:
         # The SQL key outlives Temporal's retention: closed referrals are answered from here.
@@ -266,6 +268,22 @@ async def chronology(
 # ---- app -------------------------------------------------------------------------------------
 
 
+# A read model that stops answering must cost a request seconds, not the operating system's TCP
+# timeout (minutes): intake falls back to the token cache and Temporal only once this expires.
+DATABASE_CONNECT_TIMEOUT = 3
+DATABASE_POOL_TIMEOUT = 5
+
+
+def database_options(url: str) -> dict[str, Any]:
+    """Engine options for the API: short connect and pool waits on PostgreSQL."""
+    if not url.startswith("postgresql"):
+        return {}
+    return {
+        "connect_args": {"connect_timeout": DATABASE_CONNECT_TIMEOUT},
+        "pool_timeout": DATABASE_POOL_TIMEOUT,
+    }
+
+
 def create_app(
     settings: Settings,
     *,
@@ -284,7 +302,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        app.state.engine = engine or create_engine(settings.resolved_database_url)
+        app.state.engine = engine or create_engine(
+            settings.resolved_database_url, **database_options(settings.resolved_database_url)
+        )
         app.state.sessions = session_factory(app.state.engine)
         # Lazy: the API starts (and says 503) while Temporal is down, instead of refusing to start.
         temporal = client or await Client.connect(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 #: Errors that mean the read model did not answer (as opposed to a bug in a query).
 DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
 RETRY_AFTER = {"Retry-After": "5"}
+# A read-model query on the intake path gives up after this: a database that stops answering
+# (no reset, no refusal) would otherwise hold the request until TCP gives up, minutes later.
+DATABASE_WAIT = 5.0
 
 # How long a token verified against the read model is still honoured while the read model is
 # unreachable, so police can keep referring during an outage. The cache is consulted only when
@@ -104,6 +108,13 @@ class TokenCache:
         return entry.user
 
 
+async def abandon(session: AsyncSession) -> None:
+    """Drop the session's connection without talking to a database that does not answer."""
+    with contextlib.suppress(*DATABASE_DOWN):
+        # Invalidation closes the connection without a ROLLBACK round trip that could hang too.
+        await session.invalidate()
+
+
 def token_cache_of(request: Request) -> TokenCache:
     """The app's cache of verified tokens (one per app, created on first use)."""
     cache: TokenCache | None = getattr(request.app.state, "token_cache", None)
@@ -123,10 +134,9 @@ async def current_user(request: Request, session: SessionDep) -> User:
     cache = token_cache_of(request)
     now = datetime.now(UTC)
     try:
-        held = await repository.token_holder(session, token, now=now)
+        held = await asyncio.wait_for(repository.token_holder(session, token, now=now), DATABASE_WAIT)
     except DATABASE_DOWN:
-        with contextlib.suppress(*DATABASE_DOWN):
-            await session.rollback()
+        await abandon(session)
         user = cache.recall(token)
         if user is None:
             # Not known to be valid or invalid: retrying later is the honest answer.

@@ -200,6 +200,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if _temporal_unreachable(exc):
             log.warning("temporal.unavailable", error=str(exc).splitlines()[0][:200])
             return _error(503, "unavailable", "Temporal is unreachable; retry", headers={"Retry-After": "5"})
+        if isinstance(exc, (OSError, TimeoutError)):
+            # A socket error that escaped a driver (the read model or SMTP gone): retryable.
+            log.warning("dependency.unavailable", error=type(exc).__name__)
+            return _error(
+                503, "unavailable", "a dependency is unavailable; retry", headers={"Retry-After": "5"}
+            )
         log.exception("api.unexpected_error", error=type(exc).__name__)
         return _error(500, "internal", "unexpected error; it has been logged")
 

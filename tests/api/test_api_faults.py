@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -51,6 +52,16 @@ class TcpProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def hang(self) -> None:
+        """Stop answering without closing anything, as a partitioned network does."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Deliver what was held and answer again."""
+        self._flowing.set()
 
     async def start(self) -> None:
         """Listen (again) on the same port."""
@@ -66,6 +77,7 @@ class TcpProxy:
         self._writers.clear()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -77,6 +89,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
@@ -173,6 +186,34 @@ class TestReadModelOutage:
         assert again.status_code == 200, again.text
         assert again.json()["id"] == referral_id
         assert await stack.rows(referral_id) == 1
+
+    @pytest.mark.slow
+    async def test_intake_while_the_database_stops_answering(self, stack: Stack) -> None:
+        # No refusal, no reset: every query just waits. Intake still answers, within seconds.
+        assert (
+            await stack.http.post(REFERRALS, headers=stack.auth("police"), json=referral_body())
+        ).status_code == 201
+        stack.proxy.hang()
+        try:
+            started = time.monotonic()
+            body = referral_body()
+            during = await stack.http.post(REFERRALS, headers=stack.auth("police"), json=body)
+            assert during.status_code == 202, during.text
+            assert time.monotonic() - started < 25
+            started = time.monotonic()
+            ready = await stack.http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("unavailable")
+            assert time.monotonic() - started < 10
+        finally:
+            stack.proxy.resume()
+        referral_id = during.json()["id"]
+        for _ in range(300):
+            if await stack.rows(referral_id) == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert await stack.rows(referral_id) == 1
+        again = await stack.http.post(REFERRALS, headers=stack.auth("police"), json=body)
+        assert again.status_code == 200 and again.json()["id"] == referral_id
 
     async def test_tokens_during_an_outage(self, stack: Stack) -> None:
         # Verified while up: honoured during the outage. Never verified: 503, neither 401 nor let in.
