@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosmtplib
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
@@ -25,6 +26,8 @@ from config import Settings
 from models import repository
 from web.deps import DATABASE_DOWN, RETRY_AFTER, SessionDep
 from web.errors import ApiError, error_responses
+
+log = structlog.get_logger(__name__)
 
 ops = APIRouter()
 
@@ -131,9 +134,17 @@ async def _reconcile_lines(session: AsyncSession) -> list[str]:
     produce = getattr(module, "reconcile_metrics", None)
     if produce is None:
         return []
-    lines = produce(session)
-    if inspect.isawaitable(lines):
-        lines = await lines
+    try:
+        lines = produce(session)
+        if inspect.isawaitable(lines):
+            lines = await lines
+    except SQLAlchemyError as exc:
+        # The reconciler's tables may lag this code by a migration (SQLite even reports a missing
+        # table as an OperationalError): keep the core metrics, which have just been read.
+        log.warning("metrics.reconcile_unavailable", error=type(exc).__name__)
+        with contextlib.suppress(*DATABASE_DOWN):
+            await session.rollback()
+        return []
     return [str(line) for line in lines]
 
 

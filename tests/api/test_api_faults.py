@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -550,3 +552,33 @@ class TestMetricsNumbers:
             (("kind", "reminder"),): 1,
             (("kind", "outcome"),): 0,
         }
+
+    async def test_reconcile_findings_are_included(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        async def reconcile_metrics(session: Any) -> list[str]:
+            return [
+                "# HELP referrals_reconcile_findings_total Divergences.",
+                "# TYPE referrals_reconcile_findings_total counter",
+                'referrals_reconcile_findings_total{kind="missing_row"} 3',
+            ]
+
+        module = types.ModuleType("activities.reconcile")
+        module.reconcile_metrics = reconcile_metrics  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "activities.reconcile", module)
+        response = await api.http.get("/metrics")
+        assert response.status_code == 200
+        samples = parse_exposition(response.text)
+        assert samples["referrals_reconcile_findings_total"] == {(("kind", "missing_row"),): 3}
+
+    async def test_a_reconcile_query_error_keeps_the_rest(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def reconcile_metrics(session: Any) -> list[str]:
+            await session.execute(text("SELECT * FROM no_such_table_yet"))
+            return []
+
+        module = types.ModuleType("activities.reconcile")
+        module.reconcile_metrics = reconcile_metrics  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "activities.reconcile", module)
+        response = await api.http.get("/metrics")
+        assert response.status_code == 200, response.text
+        assert "referrals_open" in parse_exposition(response.text)
