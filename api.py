@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -18,14 +18,14 @@ from temporalio.client import Client
 
 from activities.calendar import WorkingCalendar
 from codec import data_converter
-from commands import ReferralCommands
+from commands import CommandError, ReferralCommands
 from config import Settings
 from models import repository
 from models.db import create_engine, session_factory
 from models.enums import RECEIVING_ROLES, Role, Status, Team
 from models.identity import fingerprint
 from models.identity import referral_id as referral_id_for
-from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, ReferralState
+from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, ReferralState, UpdateResult
 from models.policy import Policy, load_policy
 from models.schemas import (
     AccessRead,
@@ -38,7 +38,7 @@ from models.schemas import (
     ReferralPage,
     ReferralRead,
 )
-from models.tables import User
+from models.tables import Referral, User
 from web.access import (
     access_entry,
     record_read,
@@ -61,6 +61,7 @@ from web.deps import (
     TokenCache,
     abandon,
     actor_of,
+    commandable_referral,
     require,
     visible_referral,
 )
@@ -170,17 +171,26 @@ async def get_referral(referral_id: str, user: CurrentUser, session: SessionDep)
     return redact(read, user)
 
 
+async def _unlisted_is_404(listed: Referral | None, command: Awaitable[UpdateResult]) -> UpdateResult:
+    """The command's result; a referral neither listed nor in Temporal is 404, not "closed"."""
+    try:
+        return await command
+    except CommandError as exc:
+        if listed is None and exc.code == "closed":
+            raise ApiError(404, "not_found", "no such referral") from None
+        raise
+
+
 @router.post("/referrals/{referral_id}/decision", response_model=ReferralRead)
 async def decide(
     referral_id: str, body: DecisionCreate, user: CurrentUser, session: SessionDep, commands: Commands
 ) -> dict[str, Any]:
     """The front door's decision; 409 when not awaiting one."""
     require(user, Role.FRONT_DOOR)
-    await visible_referral(session, user, referral_id, command=True)
+    listed = await commandable_referral(session, user, referral_id)
     await session.commit()
-    result = await commands.decide(
-        referral_id, DecisionInput(outcome=body.outcome, note=body.note, actor=actor_of(user))
-    )
+    decision = DecisionInput(outcome=body.outcome, note=body.note, actor=actor_of(user))
+    result = await _unlisted_is_404(listed, commands.decide(referral_id, decision))
     return _read(result.state, datetime.now(UTC), user)
 
 
@@ -190,13 +200,11 @@ async def acknowledge(
 ) -> dict[str, Any]:
     """A receiving team records the referral; 409 when it is not awaiting this team."""
     require(user, *RECEIVING_ROLES)
-    await visible_referral(session, user, referral_id, command=True)
+    listed = await commandable_referral(session, user, referral_id)
     await session.commit()
     team = RECEIVING_ROLES[Role(user.role)]
-    result = await commands.acknowledge(
-        referral_id,
-        AcknowledgeInput(team=team, record_id=body.record_id, note=body.note, actor=actor_of(user)),
-    )
+    ack = AcknowledgeInput(team=team, record_id=body.record_id, note=body.note, actor=actor_of(user))
+    result = await _unlisted_is_404(listed, commands.acknowledge(referral_id, ack))
     return _read(result.state, datetime.now(UTC), user)
 
 
@@ -206,11 +214,10 @@ async def decline(
 ) -> dict[str, Any]:
     """Early Help declines; the referral goes back to the front door."""
     require(user, Role.EARLY_HELP)
-    await visible_referral(session, user, referral_id, command=True)
+    listed = await commandable_referral(session, user, referral_id)
     await session.commit()
-    result = await commands.decline(
-        referral_id, DeclineInput(reason=body.reason, note=body.note, actor=actor_of(user))
-    )
+    declined = DeclineInput(reason=body.reason, note=body.note, actor=actor_of(user))
+    result = await _unlisted_is_404(listed, commands.decline(referral_id, declined))
     return _read(result.state, datetime.now(UTC), user)
 
 

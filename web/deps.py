@@ -170,16 +170,26 @@ def require(user: User, *roles: Role) -> None:
         raise ApiError(403, "forbidden", f"the {user.role} role may not do this")
 
 
-async def visible_referral(
-    session: AsyncSession, user: User, referral_id: str, *, command: bool = False
-) -> Referral:
-    """The referral if this user may see it: 404 unknown, 403 when role, force or team may not.
+async def visible_referral(session: AsyncSession, user: User, referral_id: str) -> Referral:
+    """The referral if this user may see it: 404 unknown, 403 when role, force or team may not."""
+    found = await commandable_referral(session, user, referral_id, command=False)
+    assert found is not None
+    return found
 
-    A `command` from a team the read model does not show the referral handed to goes on to the
-    workflow, which knows best: the projection may lag a hand-off opened a moment ago, and a
-    referral not awaiting the team is refused there with the precise reason (409).
+
+async def commandable_referral(
+    session: AsyncSession, user: User, referral_id: str, *, command: bool = True
+) -> Referral | None:
+    """The referral a command is about; None when the read model has not listed it yet.
+
+    A command goes on to the workflow, which knows best, when the read model does not (yet)
+    show the referral, or shows it not handed to the caller's team: the projection may lag an
+    intake answered 202 or a hand-off opened a moment ago, and the workflow refuses what is not
+    awaiting the caller with the precise reason (409), or is not there at all (404).
     """
     found = await referral_for(session, user, referral_id)
+    if command and found == Denied.NOT_FOUND and repository.is_referral_id(referral_id):
+        return None
     if found == Denied.NOT_FOUND:
         raise ApiError(404, "not_found", "no such referral")
     if command and found == Denied.NOT_HANDED:

@@ -85,6 +85,29 @@ class TestDecision:
         response = await api.post(decision(referral_id), "front_door", json={"outcome": "early_help"})
         assert_error(response, 404, "not_found")
 
+    async def test_a_referral_not_yet_listed_is_decided_by_its_workflow(self, api: Api) -> None:
+        # Intake answered (201, or 202 while the read model is slow); the row is not there (yet):
+        # the command goes to the workflow, which holds the referral, and the row comes back.
+        from sqlalchemy import delete
+
+        from models.db import create_engine
+        from models.tables import Referral, ReferralEvent
+
+        created = await api.submit()
+        engine = create_engine(api.settings.resolved_database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(delete(ReferralEvent).where(ReferralEvent.referral_id == created["id"]))
+                await conn.execute(delete(Referral).where(Referral.id == created["id"]))
+        finally:
+            await engine.dispose()
+        assert_error(await api.get(f"/api/v1/referrals/{created['id']}", "front_door"), 404, "not_found")
+        response = await api.post(decision(created["id"]), "front_door", json={"outcome": "early_help"})
+        assert response.status_code == 200, response.text
+        assert response.json()["awaiting_team"] == "early_help"
+        listed = await api.listed(created["id"])
+        assert listed.status_code == 200 and listed.json()["awaiting_team"] == "early_help"
+
     @pytest.mark.parametrize(
         ("body", "fields"),
         [
