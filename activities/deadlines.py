@@ -33,7 +33,13 @@ class DeadlineActivities:
         for index, step in enumerate(handoff.steps):
             sends.extend(self._expand(index, step, due, team, input.referrer_email))
         sends.sort(key=lambda s: (s.at, s.step, s.repeat))
-        return HandoffPlan(due_at=due, team_name=team.name, team_email=team.email, sends=sends)
+        fallback = [team.manager_email]
+        extra = self.policy.delivery.fallback_email
+        if extra is not None and extra not in fallback:
+            fallback.append(extra)
+        return HandoffPlan(
+            due_at=due, team_name=team.name, team_email=team.email, sends=sends, fallback=fallback
+        )
 
     def _expand(
         self, index: int, step: Step, due: datetime, team: TeamPolicy, referrer: str

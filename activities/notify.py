@@ -32,8 +32,9 @@ from web.links import AckLinks
 log = structlog.get_logger(__name__)
 LONDON = ZoneInfo("Europe/London")
 
-#: Outbox statuses after which a key is never sent again.
-FINAL_STATUSES = frozenset({"sent", "stored"})
+#: Outbox statuses after which a key is never sent again ("rejected": the mail server refused
+#: every recipient for good, so sending again would only be refused again).
+FINAL_STATUSES = frozenset({"sent", "stored", "rejected"})
 #: How long a claim ("sending") protects a row: longer than any attempt can hold it (the
 #: workflow's start-to-close timeout is 30 s and the SDK cancels an attempt that outlives it),
 #: short enough that a crashed worker delays the message by about a minute.
@@ -71,6 +72,25 @@ def message_id(key: str, mail_from: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
 
 
+def permanent_rejection(exc: Exception, recipients: list[str]) -> dict[str, tuple[int, str]] | None:
+    """Recipients refused for good (address -> SMTP reply) when `exc` is a permanent rejection.
+
+    A 5xx reply to MAIL FROM or DATA refuses the message for everyone; to RCPT TO, for that
+    recipient. Any 4xx (try again later), or another error (connection, TLS, authentication),
+    is None: Temporal retries it as before.
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = {r.recipient: (r.code, r.message) for r in exc.recipients}
+        return refused if refused and all(_permanent(code) for code, _ in refused.values()) else None
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused | aiosmtplib.SMTPDataError) and _permanent(exc.code):
+        return {address: (exc.code, exc.message) for address in recipients}
+    return None
+
+
+def _permanent(code: int) -> bool:
+    return 500 <= code < 600
+
+
 def _when(instant: datetime | None) -> str:
     if instant is None:
         return "-"
@@ -104,6 +124,15 @@ def compose(input: EmailInput, links: AckLinks) -> tuple[str, str]:
         subject = f"{ref} outcome: {_outcome_text(input)}"
         lines = [f"Referral {ref}: {_outcome_text(input)}."]
     lines += ["", f"Referral page (sign-in needed): {page}", "", "This message holds no personal details."]
+    if input.undelivered_to:
+        # A fallback copy says whose mail server refused it, so the reader can reach them another way.
+        subject = f"{subject} [undelivered, fallback copy]"
+        lines = [
+            f"The mail server refused this message for {', '.join(input.undelivered_to)}.",
+            "You receive it instead: please make sure they hear of it another way.",
+            "",
+            *lines,
+        ]
     return subject, "\n".join(lines) + "\n"
 
 
@@ -172,6 +201,13 @@ class NotifyActivities:
         try:
             refused = await self._deliver(row)
         except (aiosmtplib.SMTPException, OSError) as exc:
+            permanent = permanent_rejection(exc, list(row.recipients))
+            if permanent is not None:
+                # Final: the same key is never sent again; the workflow reads the rejection
+                # from the result and tells someone else instead.
+                await self._finish(row.id, _refusal_text(permanent), status="rejected", rejected=permanent)
+                log.warning("email.rejected", key=row.key, refused=len(permanent), reference=row.reference)
+                return _rejected_result(row, permanent, status="rejected")
             await self._release(row.id, claim, f"{type(exc).__name__}: {exc}"[:2000])
             log.warning("email.delivery_failed", key=row.key, error=type(exc).__name__)
             raise
@@ -185,16 +221,17 @@ class NotifyActivities:
         # Some recipients refused (all refused raises above): the others have the message, so it
         # is not sent again, but the refusal is kept on the row and logged, never dropped silently.
         error = None
+        rejected: dict[str, tuple[int, str]] = {}
         if refused:
-            error = "refused by the mail server: " + "; ".join(
-                f"{address} ({response.code} {response.message})" for address, response in refused.items()
-            )
+            replies = {address: (response.code, response.message) for address, response in refused.items()}
+            error = _refusal_text(replies)
+            rejected = {address: reply for address, reply in replies.items() if _permanent(reply[0])}
             log.warning(
                 "email.recipients_refused", key=row.key, refused=len(refused), reference=row.reference
             )
-        await self._finish(row.id, error[:2000] if error else None)
+        await self._finish(row.id, error, rejected=rejected or None)
         log.info("email.sent", key=row.key, kind=row.kind, status="sent", reference=row.reference)
-        return EmailResult(message_id=row.message_id, status="sent", recipients=row.recipients)
+        return _rejected_result(row, rejected, status="sent")
 
     async def _outbox_row(self, input: EmailInput) -> OutboxMessage:
         async with self.sessions() as session:
@@ -305,15 +342,24 @@ class NotifyActivities:
             )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
-    async def _finish(self, row_id: int, error: str | None) -> None:
-        """Mark the row sent: the message was delivered, whatever happened to the claim meanwhile."""
+    async def _finish(
+        self,
+        row_id: int,
+        error: str | None,
+        *,
+        status: str = "sent",
+        rejected: dict[str, tuple[int, str]] | None = None,
+    ) -> None:
+        """Mark the row final (sent, or rejected for good), whatever happened to the claim meanwhile."""
         values: dict[str, object] = {
-            "status": "sent",
+            "status": status,
             "attempts": OutboxMessage.attempts + 1,
             "sent_at": datetime.now(UTC),
         }
         if error is not None:
-            values["last_error"] = error
+            values["last_error"] = error[:2000]
+        if rejected:
+            values["rejected"] = {address: code for address, (code, _) in rejected.items()}
         async with self.sessions() as session, session.begin():
             await session.execute(_update().where(OutboxMessage.id == row_id).values(**values))
 
@@ -324,7 +370,28 @@ def _update() -> Update:
 
 
 def _result(row: OutboxMessage) -> EmailResult:
-    return EmailResult(message_id=row.message_id, status=row.status, recipients=row.recipients)
+    rejected = {address: (int(code), "") for address, code in (row.rejected or {}).items()}
+    return _rejected_result(row, rejected, status=row.status)
+
+
+def _rejected_result(row: OutboxMessage, rejected: dict[str, tuple[int, str]], *, status: str) -> EmailResult:
+    """The result of a final row; rejected recipients in the order the message named them."""
+    addresses = [a for a in row.recipients if a in rejected] + [
+        a for a in rejected if a not in row.recipients
+    ]
+    return EmailResult(
+        message_id=row.message_id,
+        status=status,
+        recipients=row.recipients,
+        rejected=addresses,
+        reply_code=rejected[addresses[0]][0] if addresses else None,
+    )
+
+
+def _refusal_text(replies: dict[str, tuple[int, str]]) -> str:
+    return "refused by the mail server: " + "; ".join(
+        f"{address} ({code} {message})".rstrip() for address, (code, message) in replies.items()
+    )
 
 
 async def _by_key(session: AsyncSession, key: str) -> OutboxMessage | None:

@@ -36,6 +36,7 @@ def referral_row(state: ReferralState) -> dict[str, Any]:
         "closed_at": state.closed_at,
         "outcome": state.outcome.value if state.outcome else None,
         "record_id": state.record_id,
+        "referrer_undeliverable": state.referrer_undeliverable,
         "version": state.version,
         "handoffs": [h.model_dump(mode="json") for h in state.handoffs],
         "handed_to": handed_to(state),

@@ -103,6 +103,7 @@ class EventType(StrEnum):
     DECLINED = "declined"
     EMAIL_SENT = "email_sent"
     STEPS_COLLAPSED = "steps_collapsed"
+    DELIVERY_FAILED = "delivery_failed"
     CLOSED = "closed"
 
 

@@ -148,6 +148,9 @@ class HandoffPlan(Strict):
     team_name: str
     team_email: str
     sends: list[PlannedSend]
+    #: Who gets a message instead when the mail server rejects its addressee: the team's
+    #: manager and the policy's fallback mailbox. Empty in plans recorded before it existed.
+    fallback: list[str] = []
 
 
 class HandoffState(BaseModel):
@@ -159,6 +162,7 @@ class HandoffState(BaseModel):
     opened_at: datetime
     due_at: datetime
     plan: list[PlannedSend]
+    fallback: list[str] = []
     done: list[tuple[int, int]] = []
     escalation_level: int = 0
     closed_at: datetime | None = None
@@ -194,6 +198,8 @@ class ReferralState(BaseModel):
     closed_at: datetime | None = None
     outcome: Outcome | None = None
     record_id: str | None = None
+    #: The mail server permanently rejected the referrer's address (the dashboard flags it).
+    referrer_undeliverable: bool = False
     handoffs: list[HandoffState] = []
     events: list[ReferralEvent] = []
     version: int = 0
@@ -245,11 +251,20 @@ class EmailInput(Strict):
     due_at: datetime | None = None
     result: str | None = None
     record_id: str | None = None
+    #: A fallback copy: the addresses that rejected the original message (named in its body).
+    undelivered_to: list[str] = []
 
 
 class EmailResult(Strict):
-    """What happened to a message: delivered over SMTP or kept in the dev outbox."""
+    """What happened to a message: delivered over SMTP, kept in the dev outbox, or rejected.
+
+    `rejected` lists the recipients the mail server refused permanently (5xx); when it holds
+    every recipient, `status` is "rejected" and nobody got the message.
+    """
 
     message_id: str
     status: str
     recipients: list[str]
+    rejected: list[str] = []
+    #: The SMTP reply code of the (first) permanent rejection.
+    reply_code: int | None = None

@@ -368,12 +368,23 @@ class CalendarPolicy(BaseModel):
         return value
 
 
+class DeliveryPolicy(BaseModel):
+    """What happens when the mail server permanently rejects a message's addressee."""
+
+    model_config = _FROZEN
+
+    #: A mailbox that gets a copy of every rejected message (e.g. the force's public
+    #: protection unit), besides the hand-off team's manager.
+    fallback_email: Email | None = None
+
+
 class Policy(BaseModel):
     """The whole policy: calendar, the four teams and their hand-off ladders."""
 
     model_config = _FROZEN
 
     calendar: CalendarPolicy = CalendarPolicy()
+    delivery: DeliveryPolicy = DeliveryPolicy()
     teams: dict[Team, TeamPolicy]
     handoffs: dict[Team, HandoffPolicy]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -87,6 +89,8 @@ class Referral(Base):
     handed_to: Mapped[str] = mapped_column(String(200), default="", server_default="")
     #: When the retention purge removed the personal details (None: not purged).
     purged_at: Mapped[datetime | None]
+    #: The mail server permanently rejected the referrer's address: the dashboard flags it.
+    referrer_undeliverable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("force", "police_reference", name="uq_referral_force_police_reference"),
@@ -136,6 +140,8 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    #: Recipients the mail server refused for good: address -> SMTP reply code.
+    rejected: Mapped[dict[str, Any] | None]
 
 
 class User(Base):

@@ -28,7 +28,7 @@ from commands import ReferralCommands
 from models import identity
 from models.enums import DeclineReason, EventType, Outcome, Role, Team
 from models.payloads import AcknowledgeInput, Actor, DecisionInput, DeclineInput, ReferralState
-from models.policy import Policy, load_policy
+from models.policy import Policy, default_policy_text, load_policy, parse_policy
 from tests.conftest import EARLY_HELP, FRONT_DOOR, POLICE, ROOT, TEMPORAL_TEST_SERVER, sample_details
 from tests.workflows.conftest import FakeSideEffects, Harness
 
@@ -139,14 +139,50 @@ async def duplicate_submission(h: Harness) -> str:
     return await _finish(h, rid)
 
 
-#: name -> (scenario, policy file under policies/ or None for the built-in default)
-SCENARIOS: dict[str, tuple[Scenario, str | None]] = {
-    "no_further_action": (no_further_action, None),
-    "early_help_acknowledged": (early_help_acknowledged, None),
-    "early_help_declined": (early_help_declined, None),
-    "escalation_ladder": (escalation_ladder, None),
-    "collapsed_repeats": (collapsed_repeats, "demo.toml"),
-    "duplicate_submission": (duplicate_submission, None),
+async def delivery_fallback(h: Harness) -> str:
+    """The referrer's address bounces (550): delivery_failed, fallback copies; then acknowledged.
+
+    Recorded after the "delivery-fallback" patch: the other histories predate it.
+    """
+    h.fakes.rejecting = frozenset({"a.example@police.example"})
+    now = await h.env.get_current_time()
+    intake = await h.commands.submit(sample_details("NP-REC-BOUNCE"), actor=POLICE, received_at=now)
+    rid = intake.state.referral_id
+    decided = await h.commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
+    assert decided.state.current is not None
+    # Between ladder sends: an acknowledgement racing a send's cancellation wedges the
+    # time-skipping test server (ACTIVITY_UNKNOWN), whatever the workflow does.
+    until = decided.state.current.due_at + timedelta(days=2, hours=1)
+    await h.env.sleep(until - await h.env.get_current_time())
+    state = await h.commands.state(rid)
+    assert state.referrer_undeliverable and EventType.DELIVERY_FAILED in [e.type for e in state.events]
+    ack = AcknowledgeInput(team=Team.EARLY_HELP, record_id="EH-000555", actor=EARLY_HELP)
+    await h.commands.acknowledge(rid, ack)
+    return await _finish(h, rid)
+
+
+def _default() -> Policy:
+    return load_policy()
+
+
+def _demo() -> Policy:
+    return load_policy(ROOT / "policies" / "demo.toml")
+
+
+def _with_fallback() -> Policy:
+    text = default_policy_text()
+    return parse_policy(text.replace('# fallback_email = "', 'fallback_email = "'), "fallback.toml")
+
+
+#: name -> (scenario, its policy)
+SCENARIOS: dict[str, tuple[Scenario, Callable[[], Policy]]] = {
+    "no_further_action": (no_further_action, _default),
+    "early_help_acknowledged": (early_help_acknowledged, _default),
+    "early_help_declined": (early_help_declined, _default),
+    "escalation_ladder": (escalation_ladder, _default),
+    "collapsed_repeats": (collapsed_repeats, _demo),
+    "duplicate_submission": (duplicate_submission, _default),
+    "delivery_fallback": (delivery_fallback, _with_fallback),
 }
 
 
@@ -154,8 +190,8 @@ async def record(names: list[str]) -> dict[str, WorkflowHistory]:
     """Run each named scenario on a fresh time-skipping server; its history by name."""
     histories = {}
     for name in names:
-        scenario, policy_file = SCENARIOS[name]
-        policy = load_policy(ROOT / "policies" / policy_file if policy_file else None)
+        scenario, policy_of = SCENARIOS[name]
+        policy = policy_of()
         # A fresh server per scenario: a long time skip after other workflows closed on the
         # same test server has been seen to wedge it ("invalid history builder state").
         async with await WorkflowEnvironment.start_time_skipping(

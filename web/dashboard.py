@@ -12,10 +12,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import repository
 from models.enums import Risk, Team
 from models.repository import QueueFilter, QueueGroup, QueueRow
+from models.tables import Referral
 from web.access import scope_team
 from web.charts import bar_chart
 from web.deps import SessionDep
@@ -247,6 +250,7 @@ async def dashboard(request: Request, user: PageUser, session: SessionDep) -> Re
     )
     forces = sorted({g.force for g in groups} | ({query.filters.force} if query.filters.force else set()))
     counts = _counts(groups, site)
+    bounced = await _referrer_undeliverable(session, [r.id for r in rows])
     return render(
         request,
         "dashboard.html",
@@ -265,9 +269,18 @@ async def dashboard(request: Request, user: PageUser, session: SessionDep) -> Re
         teams=[(t.value, site.team_name(t)) for t in Team],
         risks=[(r.value, r.value.capitalize()) for r in RISK_ORDER],
         rag_tag=RAG_TAG,
+        bounced=bounced,
         csv_url=query.url("/referrals.csv"),
         **_charts(groups, week_starts),
     )
+
+
+async def _referrer_undeliverable(session: AsyncSession, ids: list[str]) -> set[str]:
+    """Of one page's referrals, those whose referrer's address the mail server rejected."""
+    if not ids:
+        return set()
+    query = select(Referral.id).where(Referral.id.in_(ids), Referral.referrer_undeliverable.is_(True))
+    return set(await session.scalars(query))
 
 
 def csv_cell(value: str) -> str:

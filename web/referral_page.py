@@ -146,6 +146,7 @@ async def _page(
         show_details=sees_details(user),
         details=details,
         purged=row.purged_at is not None,
+        referrer_undeliverable=row.referrer_undeliverable,
         access=access,
         access_via=ACCESS_VIA,
         entries=entries,

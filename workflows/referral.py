@@ -59,6 +59,9 @@ SETTLE_TIMEOUT = timedelta(seconds=5)
 
 NOT_AWAITING = "NotAwaiting"
 CONFLICT = "Conflict"
+#: Guards the fallback after a permanent rejection (added 2026-11-26); the recorded
+#: histories in tests/histories/ prove that referrals started before it still replay.
+DELIVERY_FALLBACK_PATCH = "delivery-fallback"
 
 
 @workflow.defn
@@ -224,6 +227,7 @@ class ReferralWorkflow:
             opened_at=opened_at,
             due_at=plan.due_at,
             plan=plan.sends,
+            fallback=plan.fallback,
         )
         self._state.handoffs.append(handoff)
         self._state.status = (
@@ -298,6 +302,10 @@ class ReferralWorkflow:
         if send.kind == StepKind.ESCALATION:
             handoff.escalation_level += 1
         self._record_email(handoff, email, result)
+        copy = self._check_delivery(handoff, email, result)
+        if copy is not None:
+            # Beside the ladder, like outcome feedback: the next step must not wait on it.
+            self._pending.append(asyncio.create_task(self._send_fallback(handoff, copy)))
 
     async def _after(self, handoff: HandoffState) -> Team | None:
         """The next team after a closed hand-off, or None when the referral closes."""
@@ -350,6 +358,60 @@ class ReferralWorkflow:
             retry_policy=FOREVER,
         )
         self._record_email(handoff, email, result)
+        copy = self._check_delivery(handoff, email, result)
+        if copy is not None:
+            # Feedback is already beside the ladder (or is what closes an NFA referral): the
+            # fallback copy goes out before the feedback counts as done.
+            await self._send_fallback(handoff, copy)
+
+    def _check_delivery(
+        self, handoff: HandoffState, email: EmailInput, result: EmailResult
+    ) -> EmailInput | None:
+        """Record a permanent rejection; the copy to send to the fallback instead, if any."""
+        if not result.rejected:
+            return None
+        # Only the new code ever sees a rejection (the activity used to retry it forever), but
+        # the fallback adds commands to the history: guard it, as every such change is.
+        if not workflow.patched(DELIVERY_FALLBACK_PATCH):
+            return None
+        if self._input.details.referrer.email in result.rejected:
+            self._state.referrer_undeliverable = True
+        # The manager may have had the original too: the copy still tells them it bounced.
+        fallback = [a for a in handoff.fallback if a not in result.rejected]
+        self._event(
+            EventType.DELIVERY_FAILED,
+            handoff=handoff,
+            data={
+                "kind": email.kind.value,
+                "step": email.step,
+                "repeat": email.repeat,
+                "to": list(result.rejected),
+                "reply_code": result.reply_code,
+                "copy": "fallback" if email.undelivered_to else None,
+                "fallback": None if email.undelivered_to else fallback,
+            },
+        )
+        # A rejected fallback copy is recorded and nothing more is tried: never a loop.
+        if email.undelivered_to or not fallback:
+            return None
+        return email.model_copy(
+            update={
+                "key": f"{email.key}:fallback",
+                "recipients": fallback,
+                "undelivered_to": list(result.rejected),
+            }
+        )
+
+    async def _send_fallback(self, handoff: HandoffState, copy: EmailInput) -> None:
+        result: EmailResult = await workflow.execute_activity(
+            "send_email",
+            copy,
+            result_type=EmailResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=FOREVER,
+        )
+        self._record_email(handoff, copy, result)
+        self._check_delivery(handoff, copy, result)  # records a rejected copy; never another copy
 
     def _spawn_feedback(self, handoff: HandoffState) -> None:
         # Feedback runs beside the next hand-off's clock: a slow mail server must not
@@ -357,6 +419,8 @@ class ReferralWorkflow:
         self._pending.append(asyncio.create_task(self._feedback(handoff)))
 
     def _record_email(self, handoff: HandoffState, email: EmailInput, result: EmailResult) -> None:
+        if result.status == "rejected":
+            return  # nobody got it: _check_delivery records delivery_failed instead
         self._event(
             EventType.EMAIL_SENT,
             handoff=handoff,
@@ -367,6 +431,7 @@ class ReferralWorkflow:
                 "to": list(result.recipients),
                 "message_id": result.message_id,
                 "status": result.status,
+                "copy": "fallback" if email.undelivered_to else None,
             },
         )
 

@@ -72,12 +72,14 @@ class SinkHandler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     data_started: threading.Event = field(default_factory=threading.Event)
     refuse: frozenset[str] = frozenset()
+    #: The reply to a refused RCPT TO (a 4xx to model "try again later").
+    refuse_reply: str = "550 5.1.1 No such user here"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
         if address in self.refuse:
-            return "550 5.1.1 No such user here"
+            return self.refuse_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

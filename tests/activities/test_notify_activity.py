@@ -334,62 +334,114 @@ class TestSmtpDown:
 
 
 class TestPermanentRejection:
-    """A 550 is retried like any failure for now (the fallback route is a later issue)."""
+    """A 5xx on MAIL, RCPT or DATA is final: recorded on the row, returned, never sent again."""
 
-    async def test_rejection_raises_and_is_recorded(
+    async def test_rejected_on_data_is_final(
         self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
     ) -> None:
         smtp.handler.reject = "550 5.7.1 Relaying denied"
         input = email_input()
 
-        with pytest.raises(aiosmtplib.SMTPException):
-            await send(sessions, links, smtp, input)
-
-        assert smtp.handler.data_commands == 1
-        assert smtp.received == []
-        row = await outbox_row(sessions, input.key)
-        assert row.status == "pending"
-        assert row.attempts == 1
-        assert row.last_error is not None and "550" in row.last_error
-        assert row.sent_at is None
-
-
-class TestRefusedRecipients:
-    """A mail server may refuse some recipients: never silently (an escalation could vanish)."""
-
-    async def test_partial_refusal_is_recorded(
-        self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
-    ) -> None:
-        manager, referrer = "earlyhelp-manager@council.example", "a.example@police.example"
-        smtp.handler.refuse = frozenset({manager})
-        input = email_input(recipients=(manager, referrer))
-
         result = await send(sessions, links, smtp, input)
 
-        (received,) = smtp.received
-        assert received.rcpt_tos == (referrer,)
-        assert result.status == "sent"
+        assert result.status == "rejected"
+        assert result.rejected == list(input.recipients) and result.reply_code == 550
+        assert smtp.handler.data_commands == 1 and smtp.received == []
         row = await outbox_row(sessions, input.key)
-        assert row.status == "sent"
-        assert row.last_error is not None
-        assert manager in row.last_error and "550" in row.last_error
-        assert referrer not in row.last_error
-        await send(sessions, links, smtp, input)  # the referrer is not told twice
-        assert len(smtp.received) == 1
+        assert row.status == "rejected" and row.attempts == 1
+        assert row.last_error is not None and "550" in row.last_error and "Relaying denied" in row.last_error
+        assert row.rejected == {address: 550 for address in input.recipients}
+        # The same key again (a retried activity, a replayed workflow): nothing is sent.
+        smtp.handler.reject = None
+        again = await send(sessions, links, smtp, input)
+        assert again == result
+        assert smtp.handler.data_commands == 1 and smtp.received == []
 
-    async def test_every_recipient_refused_raises(
+    async def test_every_recipient_refused_is_final(
         self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
     ) -> None:
         input = email_input()
         smtp.handler.refuse = frozenset(input.recipients)
 
+        result = await send(sessions, links, smtp, input)
+
+        assert result.status == "rejected" and result.reply_code == 550
+        assert result.rejected == list(input.recipients)
+        row = await outbox_row(sessions, input.key)
+        assert row.status == "rejected" and row.attempts == 1
+        assert row.last_error is not None and all(a in row.last_error for a in input.recipients)
+        smtp.handler.refuse = frozenset()
+        assert await send(sessions, links, smtp, input) == result
+        assert smtp.received == [] and smtp.handler.data_commands == 0
+
+    async def test_temporary_refusals_are_still_retried(
+        self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
+    ) -> None:
+        input = email_input()
+        smtp.handler.refuse = frozenset(input.recipients)
+        smtp.handler.refuse_reply = "450 4.2.1 Mailbox busy, try later"
         with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
             await send(sessions, links, smtp, input)
-
+        smtp.handler.refuse = frozenset()
+        smtp.handler.reject = "451 4.3.0 Temporary failure"
+        with pytest.raises(aiosmtplib.SMTPDataError):
+            await send(sessions, links, smtp, input)
         row = await outbox_row(sessions, input.key)
-        assert row.status == "pending" and row.attempts == 1
-        assert row.last_error is not None and "SMTPRecipientsRefused" in row.last_error
-        assert smtp.received == []
+        assert row.status == "pending" and row.attempts == 2 and row.rejected is None
+        smtp.handler.reject = None
+        result = await send(sessions, links, smtp, input)
+        assert result.status == "sent" and result.rejected == []
+        assert len(smtp.received) == 1
+
+
+class TestRefusedRecipients:
+    """A mail server may refuse some recipients: never silently (an escalation could vanish)."""
+
+    async def test_partial_refusal_is_recorded_and_returned(
+        self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
+    ) -> None:
+        manager, referrer = "earlyhelp-manager@council.example", "a.example@police.example"
+        smtp.handler.refuse = frozenset({referrer})
+        input = email_input(recipients=(manager, referrer))
+
+        result = await send(sessions, links, smtp, input)
+
+        (received,) = smtp.received
+        assert received.rcpt_tos == (manager,)
+        assert result.status == "sent"
+        assert result.rejected == [referrer] and result.reply_code == 550
+        row = await outbox_row(sessions, input.key)
+        assert row.status == "sent" and row.rejected == {referrer: 550}
+        assert row.last_error is not None
+        assert referrer in row.last_error and "550" in row.last_error
+        assert manager not in row.last_error
+        again = await send(sessions, links, smtp, input)  # the manager is not told twice
+        assert again == result
+        assert len(smtp.received) == 1
+
+    async def test_fallback_copy_names_the_undelivered_address(
+        self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
+    ) -> None:
+        referrer = "a.example@police.example"
+        original = email_input(recipients=(referrer,))
+        copy = original.model_copy(
+            update={
+                "key": f"{original.key}:fallback",
+                "recipients": ["ppu@police.example"],
+                "undelivered_to": [referrer],
+            }
+        )
+
+        result = await send(sessions, links, smtp, copy)
+
+        assert result.status == "sent"
+        (received,) = smtp.received
+        assert received.rcpt_tos == ("ppu@police.example",)
+        assert str(received.message["Subject"]).startswith(REFERENCE)
+        assert "fallback" in str(received.message["Subject"])
+        assert referrer in received.body and "escalation" not in received.body.split("\n")[0]
+        assert received.message["Message-ID"] == message_id(copy.key, MAIL_FROM)
+        assert_no_personal_data(received)
 
 
 class TestDevOutbox:

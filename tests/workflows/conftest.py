@@ -50,6 +50,8 @@ class FakeSideEffects:
     #: Ladder sends (not outcome feedback) fail this many attempts in all, like SMTP being down.
     failing_sends: int = 0
     attempts: int = 0
+    #: Addresses the "mail server" refuses for good (an SMTP 550), as the real activity reports it.
+    rejecting: frozenset[str] = frozenset()
 
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
@@ -59,7 +61,14 @@ class FakeSideEffects:
             self.failing_sends -= 1
             raise ConnectionRefusedError("SMTP server unreachable (fake)")
         self.emails.append(Sent(input, activity.info().current_attempt_scheduled_time))
-        return EmailResult(message_id=f"<{input.key}@test>", status="sent", recipients=input.recipients)
+        rejected = [r for r in input.recipients if r in self.rejecting]
+        return EmailResult(
+            message_id=f"<{input.key}@test>",
+            status="rejected" if rejected and len(rejected) == len(input.recipients) else "sent",
+            recipients=input.recipients,
+            rejected=rejected,
+            reply_code=550 if rejected else None,
+        )
 
     @activity.defn(name="project_referral")
     async def project_referral(self, input: ProjectInput) -> None:

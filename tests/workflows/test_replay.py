@@ -18,7 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.conftest import ROOT
-from workflows.referral import ReferralWorkflow
+from workflows.referral import DELIVERY_FALLBACK_PATCH, ReferralWorkflow
 
 HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
 
@@ -42,6 +42,7 @@ def test_the_recorded_scenarios_are_there() -> None:
         "escalation_ladder",
         "collapsed_repeats",
         "duplicate_submission",
+        "delivery_fallback",
     } <= names
 
 
@@ -50,6 +51,38 @@ async def test_history_replays_deterministically(path: Path) -> None:
     # raise_on_replay_failure (the default) turns any non-determinism into an exception here.
     result = await replayer().replay_workflow(load_history(path))
     assert result.replay_failure is None
+
+
+#: Recorded by the workflow as it was before the "delivery-fallback" patch (commit 82f485b).
+BEFORE_DELIVERY_FALLBACK = [
+    "no_further_action",
+    "early_help_acknowledged",
+    "early_help_declined",
+    "escalation_ladder",
+    "collapsed_repeats",
+    "duplicate_submission",
+]
+
+
+def patches(path: Path) -> set[str]:
+    """The patch ids whose markers a recorded history holds."""
+    history = json.loads(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for event in history["events"]:
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker.get("markerName") == "core_patch":
+            found.update(json.loads(t)["id"] for t in _payload_texts(marker["details"]))
+    return found
+
+
+async def test_histories_from_before_the_delivery_fallback_replay_on_the_patched_code() -> None:
+    for name in BEFORE_DELIVERY_FALLBACK:
+        path = ROOT / "tests" / "histories" / f"{name}.json"
+        assert patches(path) == set(), f"{name} was recorded before the patch"
+        assert (await replayer().replay_workflow(load_history(path))).replay_failure is None
+    after = ROOT / "tests" / "histories" / "delivery_fallback.json"
+    assert patches(after) == {DELIVERY_FALLBACK_PATCH}
+    assert (await replayer().replay_workflow(load_history(after))).replay_failure is None
 
 
 def _payload_texts(node: object) -> list[str]:
