@@ -16,6 +16,7 @@ from temporalio.client import (
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleCalendarSpec,
+    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleRange,
@@ -27,25 +28,30 @@ from temporalio.worker import Worker
 
 from activities.deadlines import DeadlineActivities
 from activities.notify import NotifyActivities, SmtpTarget
+from activities.reconcile import ReconcileActivities
 from activities.records import RecordActivities
 from activities.retention import RetentionActivities
 from codec import data_converter
 from config import Settings
 from models.db import session_factory
 from models.policy import Policy, load_policy
+from models.reconcile_payloads import ReconcileWorkflowInput
 from models.retention_payloads import PurgeWorkflowInput
 from web.links import AckLinks
+from workflows.reconcile import ReconcileWorkflow
 from workflows.referral import ReferralWorkflow
 from workflows.retention import PurgeWorkflow
 
 log = structlog.get_logger("referrals.worker")
 
-WORKFLOWS: Sequence[type] = (ReferralWorkflow, PurgeWorkflow)
+WORKFLOWS: Sequence[type] = (ReferralWorkflow, PurgeWorkflow, ReconcileWorkflow)
 
 #: Fixed id, so every worker start finds (rather than duplicates) the one daily purge.
 PURGE_SCHEDULE_ID = "referrals-purge"
 #: The purge's time of day (REFERRALS_PURGE_TIME) is read in UK local time.
 PURGE_TIME_ZONE = "Europe/London"
+#: Fixed id, like the purge's: one reconciler for the namespace's referrals on this task queue.
+RECONCILE_SCHEDULE_ID = "referrals-reconcile"
 
 
 async def connect(settings: Settings, *, secret: str) -> Client:
@@ -57,8 +63,10 @@ async def connect(settings: Settings, *, secret: str) -> Client:
     )
 
 
-def activities_for(settings: Settings, *, policy: Policy, secret: str, engine: AsyncEngine) -> list[Any]:
-    """The activity callables, with their dependencies built from settings."""
+def activities_for(
+    settings: Settings, *, policy: Policy, secret: str, engine: AsyncEngine, client: Client | None = None
+) -> list[Any]:
+    """The activity callables, built from settings; the reconciler's only with a `client`."""
     sessions = session_factory(engine)
     links = AckLinks(secret, settings.public_url)
     smtp = SmtpTarget.from_url(settings.smtp_url) if settings.smtp_url else None
@@ -66,12 +74,24 @@ def activities_for(settings: Settings, *, policy: Policy, secret: str, engine: A
     records = RecordActivities(sessions)
     notify = NotifyActivities(sessions, links=links, mail_from=settings.mail_from, smtp=smtp)
     retention = RetentionActivities(sessions)
-    return [
+    activities: list[Any] = [
         deadlines.plan_handoff,
         records.project_referral,
         notify.send_email,
         retention.purge_closed_referrals,
     ]
+    if client is not None:
+        reconcile = ReconcileActivities(
+            sessions, client, admin_emails=settings.admin_emails, mail_from=settings.mail_from, smtp=smtp
+        )
+        activities += [
+            reconcile.begin,
+            reconcile.rows_page,
+            reconcile.workflows_page,
+            reconcile.confirm,
+            reconcile.report,
+        ]
+    return activities
 
 
 def build_worker(
@@ -86,7 +106,7 @@ def build_worker(
         client,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=activities_for(settings, policy=policy, secret=secret, engine=engine),
+        activities=activities_for(settings, policy=policy, secret=secret, engine=engine, client=client),
         activity_executor=ThreadPoolExecutor(max_workers=4),
         max_cached_workflows=10_000,
     )
@@ -118,18 +138,41 @@ def purge_schedule(settings: Settings) -> Schedule:
     )
 
 
+def reconcile_schedule(settings: Settings) -> Schedule:
+    """The reconciler: ReconcileWorkflow every REFERRALS_RECONCILE_EVERY, never two at once."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReconcileWorkflow.run,
+            ReconcileWorkflowInput(task_queue=settings.task_queue),
+            id=RECONCILE_SCHEDULE_ID,
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.reconcile_every)]),
+        # SKIP: a slow run is not joined by the next. A catch-up window of one interval: after an
+        # outage one run looks at the present, not one per missed interval.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=settings.reconcile_every),
+    )
+
+
 async def ensure_schedules(client: Client, settings: Settings) -> None:
-    """Create the daily purge Schedule, or bring an existing one up to date with the settings."""
-    desired = purge_schedule(settings)
+    """Create the purge and reconciler Schedules, or bring existing ones up to date with the settings."""
+    await _ensure_schedule(client, PURGE_SCHEDULE_ID, purge_schedule(settings), PurgeWorkflowInput)
+    await _ensure_schedule(
+        client, RECONCILE_SCHEDULE_ID, reconcile_schedule(settings), ReconcileWorkflowInput
+    )
+
+
+async def _ensure_schedule(client: Client, schedule_id: str, desired: Schedule, input_type: type) -> None:
+    """Create one Schedule, or replace its times, policy and action when they differ from `desired`."""
     try:
-        await client.create_schedule(PURGE_SCHEDULE_ID, desired)
-        log.info("schedule.created", schedule=PURGE_SCHEDULE_ID, at=settings.purge_time)
+        await client.create_schedule(schedule_id, desired)
+        log.info("schedule.created", schedule=schedule_id)
         return
     except ScheduleAlreadyRunningError:
         pass
-    handle = client.get_schedule_handle(PURGE_SCHEDULE_ID)
+    handle = client.get_schedule_handle(schedule_id)
     current = (await handle.describe()).schedule
-    if await _same_schedule(client, current, desired):
+    if await _same_schedule(client, current, desired, input_type):
         return
 
     def replace(update: ScheduleUpdateInput) -> ScheduleUpdate:
@@ -138,10 +181,10 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
         return ScheduleUpdate(schedule=dataclasses.replace(desired, state=kept))
 
     await handle.update(replace)
-    log.info("schedule.updated", schedule=PURGE_SCHEDULE_ID, at=settings.purge_time)
+    log.info("schedule.updated", schedule=schedule_id)
 
 
-async def _same_schedule(client: Client, current: Schedule, desired: Schedule) -> bool:
+async def _same_schedule(client: Client, current: Schedule, desired: Schedule, input_type: type) -> bool:
     """Whether the server's schedule already has the desired times, policy, workflow and input."""
     action, wanted = current.action, desired.action
     if not isinstance(action, ScheduleActionStartWorkflow) or not isinstance(
@@ -159,7 +202,7 @@ async def _same_schedule(client: Client, current: Schedule, desired: Schedule) -
         return False
     try:
         # The server returns the input as encoded (encrypted) payloads.
-        [arg] = await client.data_converter.decode(list(action.args), [PurgeWorkflowInput])
+        [arg] = await client.data_converter.decode(list(action.args), [input_type])
     except Exception:  # an undecodable input (an older key, another type) is replaced
         return False
     [wanted_arg] = wanted.args

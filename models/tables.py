@@ -201,3 +201,38 @@ class SignInFailure(Base):
     at: Mapped[datetime]
 
     __table_args__ = (Index("ix_sign_in_failure_email_key_at", "email_key", "at"),)
+
+
+class ReconcileFinding(Base):
+    """A divergence between the read model and Temporal that persisted across the reconciler's two looks."""
+
+    __tablename__ = "reconcile_finding"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    found_at: Mapped[datetime]
+    #: The ReconcileWorkflow's id: a retried confirmation stores each finding of its run once.
+    run_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    referral_id: Mapped[str] = mapped_column(String(32))
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str] = mapped_column(Text)
+    repaired: Mapped[bool]
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "kind", "referral_id", name="uq_reconcile_finding_run_id_kind_referral"),
+        Index("ix_reconcile_finding_kind_referral_id", "kind", "referral_id"),
+    )
+
+
+class ReconcileRun(Base):
+    """One finished reconciler run: its counts, and where the next run's scan of rows resumes."""
+
+    __tablename__ = "reconcile_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(200), unique=True)
+    finished_at: Mapped[datetime] = mapped_column(index=True)
+    rows_examined: Mapped[int] = mapped_column(Integer)
+    workflows_examined: Mapped[int] = mapped_column(Integer)
+    findings: Mapped[int] = mapped_column(Integer)
+    next_row_cursor: Mapped[str | None] = mapped_column(String(32))
