@@ -287,16 +287,30 @@ async def submit_one(chaos: Chaos, n: int, out: dict[str, Submitted], limit: asy
             chaos.figures.duplicates_submitted += 1
         out[data["id"]] = Submitted(data["id"], data["reference"], decide=n % 2 == 0)
         if n % 2 == 0:
-            decided = await call(
-                chaos,
-                "front_door",
-                "POST",
-                f"/api/v1/referrals/{data['id']}/decision",
-                {"outcome": "no_further_action"},
-            )
-            # 409: an earlier attempt was applied but its answer was lost with the killed API.
-            assert decided.status_code in (200, 409), decided.text
+            await decide_no_further_action(chaos, data["id"])
             chaos.figures.decided += 1
+
+
+async def decide_no_further_action(chaos: Chaos, referral_id: str) -> None:
+    """The front door's decision, retried until the referral shows it applied."""
+    path = f"/api/v1/referrals/{referral_id}"
+    deadline = time.monotonic() + 300
+    while True:
+        decided = await call(
+            chaos, "front_door", "POST", f"{path}/decision", {"outcome": "no_further_action"}
+        )
+        if decided.status_code == 200:
+            return
+        # 409: either an earlier attempt was applied and its answer lost with a killed API, or
+        # the front-door hand-off is not open yet (its deadline is still being planned while
+        # the faults slow everything): ask the referral which, and try again if need be.
+        assert decided.status_code in (404, 409), decided.text
+        seen = await call(chaos, "front_door", "GET", path)
+        if seen.status_code == 200 and seen.json()["outcome"] == "no_further_action":
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the decision on {referral_id} was never applied: {decided.text}")
+        await asyncio.sleep(1)
 
 
 def read_model(path: Path) -> dict[str, tuple[str, int]]:
