@@ -85,6 +85,8 @@ class ReferralWorkflow:
         self._submissions = 0
         self._projected_version = 0
         self._projected_event_seq = 0
+        # Set by the `reproject` signal: the next projection writes everything again.
+        self._reproject = False
         # True while a decision or acknowledgement has been taken and the next hand-off
         # (or the close) is not yet in place; Updates wait for it to answer consistently.
         self._transitioning = True
@@ -122,6 +124,12 @@ class ReferralWorkflow:
     def state(self) -> ReferralState:
         """The referral's current state (no child data)."""
         return self._state
+
+    @workflow.signal
+    def reproject(self) -> None:
+        """Project the whole state, details and chronology into SQL again (the reconciler's repair)."""
+        # A signal, not a write from elsewhere: the workflow stays the read model's single writer.
+        self._reproject = True
 
     @workflow.update
     async def submit(self, input: ReferralInput) -> IntakeResult:
@@ -492,9 +500,15 @@ class ReferralWorkflow:
     async def _project_forever(self) -> None:
         # One projection at a time, always of the latest state: ordered and coalesced.
         while True:
-            await workflow.wait_condition(lambda: self._state.version > self._projected_version)
+            await workflow.wait_condition(
+                lambda: self._state.version > self._projected_version or self._reproject
+            )
+            # A reprojection sends every event again: the row may be gone with its chronology,
+            # and events already there are skipped by their (referral, seq) key.
+            since = 0 if self._reproject else self._projected_event_seq
+            self._reproject = False
             version = self._state.version
-            events = [e for e in self._state.events if e.seq > self._projected_event_seq]
+            events = [e for e in self._state.events if e.seq > since]
             snapshot = self._state.model_copy(update={"events": events}, deep=True)
             await workflow.execute_activity(
                 "project_referral",
@@ -507,4 +521,4 @@ class ReferralWorkflow:
                 retry_policy=FOREVER,
             )
             self._projected_version = version
-            self._projected_event_seq = events[-1].seq if events else self._projected_event_seq
+            self._projected_event_seq = max([self._projected_event_seq, *(e.seq for e in events)])
