@@ -79,6 +79,8 @@ def describe(
         details.append(f"Step {_text(data.get('step'))}, repeat {_text(data.get('repeat'))}")
         if data.get("status"):
             details.append(f"Status {_text(data.get('status'))}")
+        if data.get("copy") == "fallback":
+            details.append("Fallback copy of a refused message")
         if data.get("message_id"):
             details.append(f"Message-ID {_text(data.get('message_id'))}")
     elif kind == EventType.STEPS_COLLAPSED:
@@ -87,6 +89,16 @@ def describe(
             f"Step {_text(data.get('step'))}: repeats {_text(data.get('repeats'))} "
             f"sent as repeat {_text(data.get('sent_as'))}"
         )
+    elif kind == EventType.DELIVERY_FAILED:
+        copy = " (fallback copy)" if data.get("copy") == "fallback" else ""
+        what = f"Email refused by the mail server{copy}: {_text(data.get('kind')) or 'message'}"
+        to = data.get("to")
+        recipients = [str(r) for r in to] if isinstance(to, list) else ([str(to)] if to else [])
+        details.append(f"Not delivered to {', '.join(recipients) or 'nobody'}")
+        details.append(f"SMTP reply {_text(data.get('reply_code')) or 'unknown'}")
+        fallback = data.get("fallback")
+        if isinstance(fallback, list):
+            details.append(f"Sent instead to {', '.join(str(a) for a in fallback) or 'nobody (no fallback)'}")
     elif kind == EventType.CLOSED:
         what = "Closed"
     else:  # pragma: no cover - every EventType is named above

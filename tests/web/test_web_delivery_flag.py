@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy import insert
+
+from models.db import create_engine
+from models.tables import ReferralEvent
 from tests.web.conftest import Page, Web, now_utc, queue_row
 
 
@@ -14,6 +18,30 @@ class TestReferrerEmailBounced:
         fine = queue_row(2, now=now)
         await web.insert_referrals([bounced])
         await web.insert_referrals([fine])
+        engine = create_engine(web.api.settings.resolved_database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(ReferralEvent),
+                    [
+                        {
+                            "referral_id": bounced["id"],
+                            "seq": 1,
+                            "type": "delivery_failed",
+                            "at": now,
+                            "handoff_seq": 1,
+                            "team": "front_door",
+                            "data": {
+                                "kind": "escalation",
+                                "to": ["a.example@police.example"],
+                                "reply_code": 550,
+                                "fallback": ["mash-manager@council.example"],
+                            },
+                        }
+                    ],
+                )
+        finally:
+            await engine.dispose()
 
         async with web.browser("manager") as http:
             dashboard = await http.get("/")
@@ -32,3 +60,6 @@ class TestReferrerEmailBounced:
         (tag,) = Page(page.text).with_attr("data-referrer-undeliverable", "true")
         assert "Referrer email bounced" in tag["text"]
         assert Page(other.text).with_attr("data-referrer-undeliverable") == []
+        # The chronology says what bounced, the reply code, and who got it instead.
+        assert "Email refused by the mail server: escalation" in page.text
+        assert "SMTP reply 550" in page.text and "Sent instead to mash-manager@council.example" in page.text
