@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
@@ -187,6 +187,51 @@ async def test_a_terminated_workflow_is_reported_once(system: System) -> None:
     assert again.findings == 0
     assert len(await system.findings()) == 1
     assert len(await system.reports()) == 1
+
+
+async def test_a_deleted_row_is_re_projected(system: System) -> None:
+    healthy = await system.submit("NP-UNTOUCHED")
+    lost = await system.submit("NP-ROW-DELETED")
+    before = await system.row(lost)
+    assert before is not None
+    async with system.sessions() as session, session.begin():
+        await session.execute(delete(Referral).where(Referral.id == lost))
+    await until(lambda: _has_all(system, [healthy, lost]), "visibility never listed the referrals")
+
+    result = await system.reconcile()
+
+    assert (result.findings, result.repaired) == (1, 1)
+    [finding] = await system.findings()
+    assert (finding.kind, finding.referral_id, finding.repaired) == ("missing_row", lost, True)
+    back = await until(lambda: system.row(lost), "the row was not re-projected")
+    assert (back.reference, back.status, back.version) == (before.reference, before.status, before.version)
+    [email] = await system.reports()
+    assert "repaired" in email.body
+    lines = await system.metrics()
+    assert metric(lines, 'referrals_reconcile_findings_total{kind="missing_row"}') == 1
+    # Repaired: the next run finds nothing.
+    assert (await system.reconcile()).findings == 0
+
+
+async def test_a_row_left_behind_is_re_projected(system: System) -> None:
+    lagging = await system.submit("NP-ROW-BEHIND")
+    row = await system.row(lagging)
+    assert row is not None and row.version > 1
+    async with system.sessions() as session, session.begin():
+        await session.execute(update(Referral).where(Referral.id == lagging).values(version=1))
+    await until(lambda: _has_all(system, [lagging]), "visibility never listed the referral")
+
+    result = await system.reconcile()
+
+    assert (result.findings, result.repaired) == (1, 1)
+    [finding] = await system.findings()
+    assert (finding.kind, finding.referral_id, finding.repaired) == ("version_lag", lagging, True)
+
+    async def caught_up() -> bool:
+        again = await system.row(lagging)
+        return again is not None and again.version == row.version
+
+    await until(caught_up, "the row never caught up with its workflow")
 
 
 async def test_a_run_is_bounded_and_the_next_resumes(system: System) -> None:
