@@ -286,6 +286,25 @@ async def test_the_schedule_runs_the_reconciler_every_interval(client: Client) -
         await client.get_schedule_handle("referrals-purge").delete()
 
 
+async def test_a_triggered_schedule_runs_the_reconciler(system: System) -> None:
+    """The scheduled action, decrypted by the worker, runs a whole reconciliation."""
+    await system.submit("NP-SCHEDULED")
+    await ensure_schedules(system.client, system.config)
+    handle = system.client.get_schedule_handle(RECONCILE_SCHEDULE_ID)
+    try:
+        await handle.trigger()
+
+        async def ran() -> bool:
+            lines = await system.metrics()
+            return metric(lines, "referrals_reconcile_last_run_timestamp_seconds") > 0
+
+        await until(ran, "the triggered reconciler never finished a run", seconds=90)
+        assert await system.findings() == []
+    finally:
+        await handle.delete()
+        await system.client.get_schedule_handle("referrals-purge").delete()
+
+
 async def _has_all(system: System, ids: list[str]) -> bool:
     running = await system.running()
     return all(identity.workflow_id(i) in running for i in ids)
