@@ -74,6 +74,17 @@ class SinkHandler:
     refuse: frozenset[str] = frozenset()
     #: The reply to a refused RCPT TO (a 4xx to model "try again later").
     refuse_reply: str = "550 5.1.1 No such user here"
+    #: A reply to MAIL FROM that refuses the sender (e.g. "553 ..."); None accepts it.
+    reject_sender: str | None = None
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.reject_sender is not None:
+            return self.reject_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]

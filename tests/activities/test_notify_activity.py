@@ -374,6 +374,20 @@ class TestPermanentRejection:
         assert await send(sessions, links, smtp, input) == result
         assert smtp.received == [] and smtp.handler.data_commands == 0
 
+    async def test_sender_refused_is_final(self, sessions: Sessions, links: AckLinks, smtp: SmtpSink) -> None:
+        smtp.handler.reject_sender = "553 5.7.1 Sender address rejected"
+        input = email_input()
+
+        result = await send(sessions, links, smtp, input)
+
+        assert result.status == "rejected" and result.reply_code == 553
+        assert result.rejected == list(input.recipients)
+        row = await outbox_row(sessions, input.key)
+        assert row.status == "rejected" and row.last_error is not None and "553" in row.last_error
+        smtp.handler.reject_sender = None
+        assert await send(sessions, links, smtp, input) == result
+        assert smtp.received == []
+
     async def test_temporary_refusals_are_still_retried(
         self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
     ) -> None:
