@@ -12,22 +12,13 @@ import pytest
 import pytest_asyncio
 
 from tests.api.conftest import USERS
+from tests.api.test_api_access import READ as API_READ
+from tests.api.test_api_access import STATES
 from tests.web.conftest import Page, Web, csrf_of
 
 WHO = list(USERS)
-STATES = ["waiting", "handed"]
-
-#: who -> status on (waiting, handed) of the referral page and its chronology spreadsheet.
-READ = {
-    "police": (200, 200),
-    "police_other": (403, 403),
-    "front_door": (200, 200),
-    "early_help": (403, 200),
-    "social_care": (403, 403),
-    "other_agency": (403, 403),
-    "manager": (200, 200),
-    "admin": (403, 403),
-}
+#: The page and its chronology spreadsheet follow the same rule as the JSON API.
+READ = API_READ
 #: who -> status of the dashboard and its CSV export.
 DASHBOARD = {who: 200 for who in WHO} | {"police": 403, "police_other": 403, "admin": 403}
 #: Actions from the page: 303 done, 409 someone else's state, 403 may not.
