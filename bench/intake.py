@@ -1,0 +1,168 @@
+"""Benchmark: intake through `POST /api/v1/referrals` against raw `start_workflow`, same server, same run.
+
+    .venv/bin/python -m bench.intake [--quick] [--referrals 2000] [--clients 32] [--workers 1] [--apis 1]
+                                     [--database postgresql|sqlite] [--no-profile]
+
+One Temporal dev server (the embedded default: SQLite, WAL, synchronous=FULL), a fresh read model,
+`referrals worker` and `referrals api` processes. Concurrent HTTP clients submit referrals (each one
+an update-with-start that returns once the workflow has planned its first hand-off and projected it
+into SQL). The baselines, on another task queue of the same server with a bare worker process:
+`client.start_workflow` of a trivial workflow (the issue's baseline, measured before and after the
+product), and update-with-start of a workflow with the product's shape (two no-op activities before
+the Update returns). Target: product >= 70% of raw start_workflow. Also the API process's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from typing import Any
+
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
+from bench import harness
+from bench.raw import ShapeWorkflow, TrivialWorkflow
+
+
+async def raw_starts(client: Client, task_queue: str, count: int, concurrency: int) -> harness.LoadResult:
+    """`start_workflow` of a trivial workflow, `concurrency` in flight."""
+    prefix = f"raw-start-{uuid.uuid4().hex[:6]}"
+
+    async def call(n: int) -> str:
+        await client.start_workflow(TrivialWorkflow.run, "x", id=f"{prefix}-{n}", task_queue=task_queue)
+        return "started"
+
+    return await harness.drive(count, concurrency, call)
+
+
+async def raw_shape(client: Client, task_queue: str, count: int, concurrency: int) -> harness.LoadResult:
+    """Update-with-start of the product's shape (two activities, then the Update returns)."""
+    prefix = f"raw-shape-{uuid.uuid4().hex[:6]}"
+
+    async def call(n: int) -> str:
+        start = WithStartWorkflowOperation(
+            ShapeWorkflow.run,
+            "x",
+            id=f"{prefix}-{n}",
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        await client.execute_update_with_start_workflow(
+            ShapeWorkflow.submit, "x", start_workflow_operation=start
+        )
+        return "updated"
+
+    return await harness.drive(count, concurrency, call)
+
+
+async def product_intake(
+    st: harness.Stack, count: int, concurrency: int, *, profile: bool, label: str = "intake"
+) -> dict[str, Any]:
+    """Submit `count` referrals over HTTP; figures, CPU per process and (optionally) profiles."""
+    meter = st.meter()
+    profiles: list[harness.Profile] = []
+    estimate = count / 40 + 5  # seconds; py-spy records about the first part of the load
+    if profile:
+        profiles = [harness.Profile(s, min(estimate, 60), st.folder) for s in (st.apis[0], st.workers[0])]
+    meter.start()
+    result, ids = await harness.submit_referrals(st, count, concurrency, f"{label}-{uuid.uuid4().hex[:6]}")
+    meter.stop()
+    lines = [
+        f"product {label}: {count} POST /api/v1/referrals, {concurrency} clients, {len(st.apis)} api, "
+        f"{len(st.workers)} worker: {result.elapsed:.1f} s, {result.rate:.1f} referrals/s, "
+        f"latency p50 {1000 * harness.median(result.latencies):.0f} ms p99 "
+        f"{1000 * harness.percentile(result.latencies, 99):.0f} ms; "
+        f"statuses {harness.statuses_text(result.statuses)}",
+        "  " + meter.line(),
+    ]
+    for prof in profiles:
+        lines += ["  " + line for line in prof.summary()]
+    return {"result": result, "ids": ids, "lines": lines, "cpu": meter.used}
+
+
+async def run(args: argparse.Namespace) -> list[str]:
+    lines: list[str] = []
+    async with harness.stack(workers=args.workers, apis=args.apis, database=args.database) as st:
+        raw_worker = st.start_raw_worker()
+        await st.wait_raw_worker(raw_worker)
+        raw_client = await Client.connect(st.server.address)
+        # Warm both sides: connections, imports, the workflow sandbox, the database pools.
+        await harness.submit_referrals(st, 20, 4, f"warm-{uuid.uuid4().hex[:6]}")
+        await raw_starts(raw_client, st.raw_task_queue, 20, 4)
+        await raw_shape(raw_client, st.raw_task_queue, 20, 4)
+        api_before = [a.rss_mb() for a in st.apis]
+
+        raw_meter = st.meter()
+        raw_meter.start()
+        before = await raw_starts(raw_client, st.raw_task_queue, args.referrals, args.clients)
+        raw_meter.stop()
+        await asyncio.sleep(2)  # let the trivial workflows finish before the product runs
+        product = await product_intake(st, args.referrals, args.clients, profile=args.profile)
+        await asyncio.sleep(2)
+        after = await raw_starts(raw_client, st.raw_task_queue, args.referrals, args.clients)
+        shape = None
+        if args.shape:
+            shape = await raw_shape(raw_client, st.raw_task_queue, args.referrals, args.clients)
+
+        raw_rate = (before.rate + after.rate) / 2
+        rate = product["result"].rate
+        lines += [
+            f"raw start_workflow (trivial workflow), {args.referrals} starts, {args.clients} in flight: "
+            f"{before.rate:.1f}/s before the product, {after.rate:.1f}/s after (mean {raw_rate:.1f}/s)",
+            "  " + raw_meter.line(),
+        ]
+        if shape is not None:
+            lines.append(
+                f"raw update-with-start, the product's shape (2 no-op activities, then the Update returns): "
+                f"{shape.rate:.1f}/s"
+            )
+        lines += product["lines"]
+        ok = product["result"].statuses.get(201, 0)
+        lines.append(
+            f"RESULT intake: product {rate:.1f} referrals/s vs raw start_workflow {raw_rate:.1f}/s = "
+            f"{100 * rate / raw_rate:.0f}% (target >= 70%: {'met' if rate >= 0.7 * raw_rate else 'NOT met'})"
+            + (f"; vs raw same-shape {shape.rate:.1f}/s = {100 * rate / shape.rate:.0f}%" if shape else "")
+            + f"; {ok}/{args.referrals} answered 201"
+        )
+        for api, rss0 in zip(st.apis, api_before, strict=True):
+            lines.append(
+                f"RESULT api RSS ({api.name}): {rss0:.0f} MB before the load, {api.rss_mb():.0f} MB after, "
+                f"peak (VmHWM) {api.hwm_mb():.0f} MB"
+            )
+        rows = harness.sql(st.database_url, "SELECT count(*), count(DISTINCT id) FROM referral")
+        lines.append(f"read model: {rows[0][0]} referral rows, {rows[0][1]} distinct ids")
+    return lines
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes for development (under a minute)")
+    p.add_argument("--referrals", type=int, default=None, help="referrals (and raw starts); 2000, quick 200")
+    p.add_argument(
+        "--clients", type=int, default=32, help="concurrent HTTP clients (and raw calls in flight)"
+    )
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--apis", type=int, default=1)
+    p.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    p.add_argument("--no-profile", dest="profile", action="store_false", help="do not run py-spy")
+    p.add_argument("--no-shape", dest="shape", action="store_false", help="skip the same-shape baseline")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    if args.referrals is None:
+        args.referrals = 200 if args.quick else 2000
+    print("command: " + harness.command_line("bench.intake", argv), flush=True)
+    started = time.monotonic()
+    for line in asyncio.run(run(args)):
+        print(line, flush=True)
+    print(f"bench.intake took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
