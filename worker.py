@@ -27,7 +27,8 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 from activities.deadlines import DeadlineActivities
-from activities.notify import NotifyActivities, SmtpTarget
+from activities.notify import NotifyActivities
+from activities.outbox import SmtpTarget
 from activities.reconcile import ReconcileActivities
 from activities.records import RecordActivities
 from activities.retention import RetentionActivities

@@ -16,21 +16,17 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Any, TypeVar
 
-import aiosmtplib
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.notify import FINAL_STATUSES, SmtpTarget, message_id
+from activities.outbox import Outbox, SmtpTarget
 from models.enums import Status
 from models.identity import workflow_id
 from models.payloads import ReferralState
@@ -54,8 +50,6 @@ WORKFLOW_PREFIX = "referral-"
 #: enough that the reconciler never crowds out the referrals' own workflow tasks.
 CONCURRENCY = 10
 RPC_TIMEOUT = timedelta(seconds=5)
-#: How long a claim on the report's outbox row protects a delivery in progress.
-CLAIM_LEASE = timedelta(seconds=60)
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -97,8 +91,7 @@ class ReconcileActivities:
         self.sessions = sessions
         self.client = client
         self.admin_emails = list(admin_emails)
-        self.mail_from = mail_from
-        self.smtp = smtp
+        self.outbox = Outbox(sessions, mail_from=mail_from, smtp=smtp)
 
     # ---- first look ----------------------------------------------------------------------
 
@@ -329,104 +322,38 @@ class ReconcileActivities:
         if not self.admin_emails:
             log.warning("reconcile.no_admin_emails", run_id=input.run_id)
             return 0
-        row = await self._outbox_row(input.run_id)
-        if row is None or row.status in FINAL_STATUSES:
-            return 0 if row is None else 1
-        if self.smtp is None:
-            # The dev outbox: the message is kept (and shown at /dev/outbox), nothing leaves.
-            await self._mark(row.id, "stored", where_status=("pending",))
-            return 1
-        claim = datetime.now(UTC)
-        async with self.sessions() as session, session.begin():
-            taken = await session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id == row.id,
-                    (OutboxMessage.status == "pending")
-                    | ((OutboxMessage.status == "sending") & (OutboxMessage.sent_at < claim - CLAIM_LEASE)),
-                )
-                .values(status="sending", sent_at=claim)
-                .execution_options(synchronize_session=False)
-            )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
-            # Another attempt holds the claim; retrying later reads its outcome.
-            raise RuntimeError("the reconciler's report is being sent by another attempt")
-        try:
-            await self._deliver(row)
-        except BaseException:
-            await asyncio.shield(self._mark(row.id, "pending", where_status=("sending",)))
-            raise
-        await self._mark(row.id, "sent", where_status=("sending",))
-        return 1
 
-    async def _outbox_row(self, run_id: str) -> OutboxMessage | None:
-        """The run's message in the outbox, written once (the key is the run's)."""
-        key = "reconcile-" + hashlib.sha256(run_id.encode()).hexdigest()[:40]
-        async with self.sessions() as session:
-            existing = await session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
-            if existing is not None:
-                return existing
+        async def build(session: AsyncSession) -> OutboxMessage | None:
             found = (
                 await session.execute(
                     select(ReconcileFinding, Referral.reference)
                     .outerjoin(Referral, Referral.id == ReconcileFinding.referral_id)
-                    .where(ReconcileFinding.run_id == run_id)
+                    .where(ReconcileFinding.run_id == input.run_id)
                     .order_by(ReconcileFinding.id)
                 )
             ).all()
             if not found:
                 return None
             subject, body = compose_report([(f, ref) for f, ref in found])
-            row = OutboxMessage(
-                key=key,
+            return OutboxMessage(
                 referral_id="",
                 reference="",
                 kind="reconcile",
                 recipients=list(self.admin_emails),
                 subject=subject,
                 body=body,
-                message_id=message_id(key, self.mail_from),
-                status="pending",
-                attempts=0,
-                created_at=datetime.now(UTC),
-            )
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-                return await session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
-            return row
-
-    async def _mark(self, row_id: int, status: str, *, where_status: Sequence[str]) -> None:
-        values: dict[str, object] = {"status": status, "attempts": OutboxMessage.attempts + 1}
-        values["sent_at"] = None if status == "pending" else datetime.now(UTC)
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row_id, OutboxMessage.status.in_(list(where_status)))
-                .values(**values)
-                .execution_options(synchronize_session=False)
             )
 
-    async def _deliver(self, row: OutboxMessage) -> None:
-        assert self.smtp is not None
-        message = EmailMessage()
-        message["From"] = self.mail_from
-        message["To"] = ", ".join(row.recipients)
-        message["Subject"] = row.subject
-        message["Message-ID"] = row.message_id
-        message["Date"] = format_datetime(row.created_at)
-        message.set_content(row.body)
-        await aiosmtplib.send(
-            message,
-            hostname=self.smtp.host,
-            port=self.smtp.port,
-            username=self.smtp.username,
-            password=self.smtp.password,
-            use_tls=self.smtp.use_tls,
-            timeout=20,
-        )
+        # One message per run, keyed by the run (the same outbox, claim and SMTP path as the
+        # referral emails: sent at most once as far as SMTP allows, never half-recorded).
+        key = "reconcile-" + hashlib.sha256(input.run_id.encode()).hexdigest()[:40]
+        row = await self.outbox.row(key, build)
+        if row is None:
+            return 0
+        result = await self.outbox.send(row)
+        if result.rejected:
+            log.error("reconcile.report_rejected", run_id=input.run_id, refused=len(result.rejected))
+        return 1
 
 
 def compose_report(found: Sequence[tuple[ReconcileFinding, str | None]]) -> tuple[str, str]:

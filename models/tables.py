@@ -142,6 +142,9 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
     #: Recipients the mail server refused for good: address -> SMTP reply code.
     rejected: Mapped[dict[str, Any] | None]
+    #: Attempts whose outcome SMTP left unknown (died or failed after sending the data), each
+    #: followed by a resend with the same Message-ID: delivered at most 1 + resends times.
+    resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class User(Base):

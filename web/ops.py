@@ -21,7 +21,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.notify import SmtpTarget
+from activities.outbox import SmtpTarget
 from config import Settings
 from models import repository
 from web.deps import DATABASE_DOWN, RETRY_AFTER, SessionDep

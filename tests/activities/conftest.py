@@ -76,6 +76,17 @@ class SinkHandler:
     refuse_reply: str = "550 5.1.1 No such user here"
     #: A reply to MAIL FROM that refuses the sender (e.g. "553 ..."); None accepts it.
     reject_sender: str | None = None
+    #: How many messages to take and then hang up on without answering (a lost "250 OK").
+    hang_up_after_data: int = 0
+    #: When set, QUIT is answered only once the test sets this event.
+    quit_gate: threading.Event | None = None
+    quit_started: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.quit_started.set()
+        if self.quit_gate is not None:
+            await asyncio.to_thread(self.quit_gate.wait, 10)
+        return "221 Bye"
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
@@ -106,6 +117,10 @@ class SinkHandler:
         raw = envelope.original_content or envelope.content
         with self.lock:
             self.received.append(Received(bytes(raw), envelope.mail_from, tuple(envelope.rcpt_tos)))
+            hang_up = self.hang_up_after_data > 0
+            self.hang_up_after_data -= hang_up
+        if hang_up:
+            server.transport.abort()
         return "250 OK"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 import aiosmtplib
@@ -247,6 +248,8 @@ class TestIdempotency:
         assert len(smtp.received) == 1
         row = await outbox_row(sessions, input.key)
         assert row.status == "sent"
+        # The crashed holder may have delivered it before dying: counted as a possible resend.
+        assert row.resends == 1
 
     async def test_a_live_claim_is_waited_for_not_duplicated(
         self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
@@ -299,9 +302,63 @@ class TestCancellation:
 
         row = await outbox_row(sessions, input.key)
         assert row.status == "pending" and row.sent_at is None
+        # Cancelled after the data went: whether the server kept it is unknown.
+        assert row.resends == 1
         smtp.handler.delay = 0
         result = await send(sessions, links, smtp, input)  # no wait for the lease
         assert result.status == "sent"
+
+
+class TestUnknownOutcome:
+    """SMTP cannot tell a lost "250 OK" from a failure (RFC 1047): such attempts are counted."""
+
+    async def test_a_reply_lost_after_the_data_is_resent_and_counted(
+        self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
+    ) -> None:
+        smtp.handler.hang_up_after_data = 1
+        input = email_input()
+
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await send(sessions, links, smtp, input)
+        row = await outbox_row(sessions, input.key)
+        assert (row.status, row.resends) == ("pending", 1)
+
+        result = await send(sessions, links, smtp, input)
+
+        # The server kept both copies; they carry one Message-ID, and the row says it may be two.
+        assert result.status == "sent"
+        assert [r.message["Message-ID"] for r in smtp.received] == [result.message_id] * 2
+        row = await outbox_row(sessions, input.key)
+        assert (row.status, row.resends) == ("sent", 1)
+        assert len(smtp.received) <= 1 + row.resends
+
+    async def test_a_temporary_refusal_of_the_data_is_a_known_failure(
+        self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
+    ) -> None:
+        smtp.handler.reject = "451 4.3.0 Try again later"
+        input = email_input()
+
+        with pytest.raises(aiosmtplib.SMTPDataError):
+            await send(sessions, links, smtp, input)
+
+        row = await outbox_row(sessions, input.key)
+        assert (row.status, row.resends) == ("pending", 0)
+        assert row.last_error is not None and "451" in row.last_error
+
+    async def test_a_delivered_message_is_recorded_before_quit(
+        self, sessions: Sessions, links: AckLinks, smtp: SmtpSink
+    ) -> None:
+        """The record comes first: a crash while the server dawdles over QUIT is no resend."""
+        input = email_input()
+        smtp.handler.quit_gate = threading.Event()
+        sending = asyncio.ensure_future(send(sessions, links, smtp, input))
+        try:
+            assert await asyncio.to_thread(smtp.handler.quit_started.wait, 10)
+            row = await outbox_row(sessions, input.key)
+            assert (row.status, row.resends) == ("sent", 0)
+        finally:
+            smtp.handler.quit_gate.set()
+        assert (await asyncio.wait_for(sending, timeout=15)).status == "sent"
 
 
 class TestSmtpDown:
@@ -319,6 +376,7 @@ class TestSmtpDown:
             assert row.attempts == attempt
             assert row.last_error is not None and "connect" in row.last_error.lower()
             assert row.sent_at is None
+            assert row.resends == 0  # refused before any data: certainly not delivered
 
         await smtp_down.start_async()
         result = await send(sessions, links, smtp_down, input)
