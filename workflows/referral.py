@@ -152,6 +152,11 @@ class ReferralWorkflow:
     @workflow.update
     async def decide(self, input: DecisionInput) -> UpdateResult:
         """The front door's decision closes its hand-off; the main loop opens the next."""
+        if not self._state.handoffs:
+            # Sent moments after intake, while the front door's deadline is still being planned:
+            # the decision waits for its hand-off to open rather than being refused. (No history
+            # recorded before this change took this branch: their decisions all found it open.)
+            await workflow.wait_condition(lambda: bool(self._state.handoffs) and not self._transitioning)
         handoff = self._open_handoff(Team.FRONT_DOOR)
         self._transitioning = True
         self._close_handoff(handoff, result=input.outcome.value, actor=input.actor, note=input.note)
@@ -166,7 +171,8 @@ class ReferralWorkflow:
 
     @decide.validator
     def _validate_decide(self, input: DecisionInput) -> None:
-        self._open_handoff(Team.FRONT_DOOR)
+        if self._state.handoffs:
+            self._open_handoff(Team.FRONT_DOOR)
 
     @workflow.update
     async def acknowledge(self, input: AcknowledgeInput) -> UpdateResult:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
+from temporalio import activity
+from temporalio.worker import Worker
 
+from commands import ReferralCommands
 from models.enums import EventType, Outcome, Status, Team
-from models.payloads import AcknowledgeInput, DecisionInput
+from models.payloads import AcknowledgeInput, DecisionInput, HandoffPlan, PlanHandoffInput
 from tests.conftest import EARLY_HELP, FRONT_DOOR, POLICE, sample_details
 from tests.workflows.conftest import Harness
 from workflows.referral import ReferralWorkflow
@@ -58,3 +63,41 @@ class TestMailServerDown:
         handle = harness.client.get_workflow_handle_for(ReferralWorkflow.run, f"referral-{rid}")
         final = await handle.result()
         assert final.status == Status.CLOSED
+
+
+class TestDecisionBeforeTheFrontDoorOpens:
+    """A decision sent while the front door's deadline is still being planned is not refused."""
+
+    async def test_the_decision_waits_for_the_hand_off_and_applies(self, harness: Harness) -> None:
+        planned = asyncio.Event()
+
+        @activity.defn(name="plan_handoff")
+        async def slow_plan(input: PlanHandoffInput) -> HandoffPlan:
+            await planned.wait()  # the calendar is slow (a worker busy, a database away)
+            return await harness.deadlines.plan_handoff(input)
+
+        queue = f"test-{uuid.uuid4()}"
+        commands = ReferralCommands(harness.client, queue)
+        worker = Worker(
+            harness.client,
+            task_queue=queue,
+            workflows=[ReferralWorkflow],
+            activities=[slow_plan, harness.fakes.send_email, harness.fakes.project_referral],
+        )
+        async with worker:
+            now = await harness.env.get_current_time()
+            intake = await commands.submit(sample_details("NP-EARLY-DECISION"), actor=POLICE, received_at=now)
+            rid = intake.state.referral_id
+            assert intake.state.handoffs == [], "the hand-off opened before the test could decide early"
+            deciding = asyncio.ensure_future(
+                commands.decide(rid, DecisionInput(outcome=Outcome.NO_FURTHER_ACTION, actor=FRONT_DOOR))
+            )
+            await asyncio.sleep(1.0)
+            assert not deciding.done(), "the decision was answered before its hand-off existed"
+
+            planned.set()
+            decided = await asyncio.wait_for(deciding, timeout=30)
+
+        assert decided.state.outcome == Outcome.NO_FURTHER_ACTION
+        (front_door,) = decided.state.handoffs
+        assert front_door.team == Team.FRONT_DOOR and front_door.result == Outcome.NO_FURTHER_ACTION.value
