@@ -12,8 +12,13 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows.referral_emails import (
+    ACTIVITY_TIMEOUT,
+    FOREVER,
+    ReferralEmails,
+)
 
 with workflow.unsafe.imports_passed_through():
     from models.enums import (
@@ -31,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
         Actor,
         DecisionInput,
         DeclineInput,
-        EmailInput,
         EmailResult,
         HandoffPlan,
         HandoffState,
@@ -45,27 +49,15 @@ with workflow.unsafe.imports_passed_through():
         UpdateResult,
     )
 
-# Activities never give up: a referral must not be dropped because SMTP or the database
-# was down for a while. Backoff caps at five minutes so recovery is noticed quickly.
-FOREVER = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=0,
-)
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # How long an Update waits for the read model before answering "accepted, not yet listed".
 SETTLE_TIMEOUT = timedelta(seconds=5)
 
 NOT_AWAITING = "NotAwaiting"
 CONFLICT = "Conflict"
-#: Guards the fallback after a permanent rejection (added 2026-11-26); the recorded
-#: histories in tests/histories/ prove that referrals started before it still replay.
-DELIVERY_FALLBACK_PATCH = "delivery-fallback"
 
 
 @workflow.defn
-class ReferralWorkflow:
+class ReferralWorkflow(ReferralEmails):
     """One referral, from intake to the last hand-off acknowledged."""
 
     @workflow.init
@@ -337,117 +329,6 @@ class ReferralWorkflow:
             return Team.FRONT_DOOR
         self._spawn_feedback(handoff)
         return None
-
-    # ---- emails --------------------------------------------------------------------------
-
-    def _email(
-        self, handoff: HandoffState, kind: MessageKind, *, step: int, repeat: int, to: list[str]
-    ) -> EmailInput:
-        step_name = "outcome" if kind == MessageKind.OUTCOME else str(step)
-        return EmailInput(
-            key=f"{self._input.referral_id}:{handoff.seq}:{step_name}:{repeat}",
-            referral_id=self._input.referral_id,
-            reference=self._input.reference,
-            kind=kind,
-            handoff_seq=handoff.seq,
-            step=step,
-            repeat=repeat,
-            recipients=to,
-            team=handoff.team,
-            team_name=handoff.team_name,
-            due_at=handoff.due_at,
-            result=handoff.result,
-            record_id=handoff.record_id,
-        )
-
-    async def _feedback(self, handoff: HandoffState) -> None:
-        email = self._email(
-            handoff, MessageKind.OUTCOME, step=0, repeat=0, to=[self._input.details.referrer.email]
-        )
-        result: EmailResult = await workflow.execute_activity(
-            "send_email",
-            email,
-            result_type=EmailResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=FOREVER,
-        )
-        self._record_email(handoff, email, result)
-        copy = self._check_delivery(handoff, email, result)
-        if copy is not None:
-            # Feedback is already beside the ladder (or is what closes an NFA referral): the
-            # fallback copy goes out before the feedback counts as done.
-            await self._send_fallback(handoff, copy)
-
-    def _check_delivery(
-        self, handoff: HandoffState, email: EmailInput, result: EmailResult
-    ) -> EmailInput | None:
-        """Record a permanent rejection; the copy to send to the fallback instead, if any."""
-        if not result.rejected:
-            return None
-        # Only the new code ever sees a rejection (the activity used to retry it forever), but
-        # the fallback adds commands to the history: guard it, as every such change is.
-        if not workflow.patched(DELIVERY_FALLBACK_PATCH):
-            return None
-        if self._input.details.referrer.email in result.rejected:
-            self._state.referrer_undeliverable = True
-        # The manager may have had the original too: the copy still tells them it bounced.
-        fallback = [a for a in handoff.fallback if a not in result.rejected]
-        self._event(
-            EventType.DELIVERY_FAILED,
-            handoff=handoff,
-            data={
-                "kind": email.kind.value,
-                "step": email.step,
-                "repeat": email.repeat,
-                "to": list(result.rejected),
-                "reply_code": result.reply_code,
-                "copy": "fallback" if email.undelivered_to else None,
-                "fallback": None if email.undelivered_to else fallback,
-            },
-        )
-        # A rejected fallback copy is recorded and nothing more is tried: never a loop.
-        if email.undelivered_to or not fallback:
-            return None
-        return email.model_copy(
-            update={
-                "key": f"{email.key}:fallback",
-                "recipients": fallback,
-                "undelivered_to": list(result.rejected),
-            }
-        )
-
-    async def _send_fallback(self, handoff: HandoffState, copy: EmailInput) -> None:
-        result: EmailResult = await workflow.execute_activity(
-            "send_email",
-            copy,
-            result_type=EmailResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=FOREVER,
-        )
-        self._record_email(handoff, copy, result)
-        self._check_delivery(handoff, copy, result)  # records a rejected copy; never another copy
-
-    def _spawn_feedback(self, handoff: HandoffState) -> None:
-        # Feedback runs beside the next hand-off's clock: a slow mail server must not
-        # delay the next team's deadline or ladder.
-        self._pending.append(asyncio.create_task(self._feedback(handoff)))
-
-    def _record_email(self, handoff: HandoffState, email: EmailInput, result: EmailResult) -> None:
-        if result.status == "rejected":
-            return  # nobody got it: _check_delivery records delivery_failed instead
-        self._event(
-            EventType.EMAIL_SENT,
-            handoff=handoff,
-            data={
-                "kind": email.kind.value,
-                "step": email.step,
-                "repeat": email.repeat,
-                "to": list(result.recipients),
-                "message_id": result.message_id,
-                "status": result.status,
-                "copy": "fallback" if email.undelivered_to else None,
-            },
-        )
 
     # ---- state ---------------------------------------------------------------------------
 

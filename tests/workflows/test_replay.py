@@ -18,7 +18,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.conftest import ROOT
-from workflows.referral import DELIVERY_FALLBACK_PATCH, ReferralWorkflow
+from workflows.referral import ReferralWorkflow
+from workflows.referral_emails import DELIVERY_FALLBACK_PATCH
 
 HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
 
