@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from temporalio.service import RPCError
 
-from commands import CommandError
+from commands import CommandError, ReferralCommands
 from models import repository
 from models.enums import RECEIVING_ROLES, DeclineReason, Outcome, Role, Status, Team
 from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, UpdateResult
@@ -186,6 +187,10 @@ async def chronology_csv(request: Request, referral_id: str, user: PageUser, ses
     )
 
 
+#: The input of one page action (a decision, an acknowledgement, a decline).
+P = TypeVar("P", DecisionInput, AcknowledgeInput, DeclineInput)
+
+
 # ---- actions ---------------------------------------------------------------------------------
 
 
@@ -245,6 +250,33 @@ async def _invalid(
     return await _page(request, session, user, referral_id, status=422, errors=errors, values=values)
 
 
+async def _act(
+    request: Request,
+    session: AsyncSession,
+    user: User,
+    referral_id: str,
+    form: tuple[dict[str, str], dict[str, str]],
+    build: Callable[[], P],
+    fields: dict[str, str],
+    send: Callable[[ReferralCommands, P], Awaitable[UpdateResult]],
+    done: str,
+) -> Response:
+    """The shape every action shares: the form's own errors, then the command's, then the command.
+
+    `form` is (errors, values) as the handler read them; `build` makes the command's input (its
+    validation errors are shown against `fields`, input field -> form field); `send` runs it.
+    """
+    errors, values = form
+    if errors:
+        return await _invalid(request, session, user, referral_id, errors, values)
+    try:
+        payload = build()
+    except ValidationError as exc:
+        return await _invalid(request, session, user, referral_id, _validation_errors(exc, fields), values)
+    commands = commands_of(request)
+    return await _run(request, session, user, referral_id, lambda: send(commands, payload), done)
+
+
 def _validation_errors(exc: ValidationError, fields: dict[str, str]) -> dict[str, str]:
     errors: dict[str, str] = {}
     for err in exc.errors():
@@ -265,16 +297,16 @@ async def post_decision(request: Request, referral_id: str, user: PageUser, sess
     if outcome not in {o.value for o in Outcome}:
         errors["outcome"] = "Select what happens next"
     note = _note(form, "decision-note", errors, values)
-    if errors:
-        return await _invalid(request, session, user, referral_id, errors, values)
-    try:
-        decision = DecisionInput(outcome=Outcome(outcome), note=note, actor=actor_of(user))
-    except ValidationError as exc:
-        errors = _validation_errors(exc, {"outcome": "outcome", "note": "decision-note"})
-        return await _invalid(request, session, user, referral_id, errors, values)
-    commands = commands_of(request)
-    return await _run(
-        request, session, user, referral_id, lambda: commands.decide(referral_id, decision), "decision"
+    return await _act(
+        request,
+        session,
+        user,
+        referral_id,
+        (errors, values),
+        lambda: DecisionInput(outcome=Outcome(outcome), note=note, actor=actor_of(user)),
+        {"outcome": "outcome", "note": "decision-note"},
+        lambda commands, decision: commands.decide(referral_id, decision),
+        "decision",
     )
 
 
@@ -296,17 +328,17 @@ async def post_acknowledgement(
     elif "\x00" in record:
         errors["record_id"] = "Record id must not contain a null character"
     note = _note(form, "ack-note", errors, values)
-    if errors:
-        return await _invalid(request, session, user, referral_id, errors, values)
     team = RECEIVING_ROLES[Role(user.role)]
-    try:
-        ack = AcknowledgeInput(team=team, record_id=record, note=note, actor=actor_of(user))
-    except ValidationError as exc:
-        errors = _validation_errors(exc, {"record_id": "record_id", "note": "ack-note"})
-        return await _invalid(request, session, user, referral_id, errors, values)
-    commands = commands_of(request)
-    return await _run(
-        request, session, user, referral_id, lambda: commands.acknowledge(referral_id, ack), "acknowledged"
+    return await _act(
+        request,
+        session,
+        user,
+        referral_id,
+        (errors, values),
+        lambda: AcknowledgeInput(team=team, record_id=record, note=note, actor=actor_of(user)),
+        {"record_id": "record_id", "note": "ack-note"},
+        lambda commands, ack: commands.acknowledge(referral_id, ack),
+        "acknowledged",
     )
 
 
@@ -322,14 +354,14 @@ async def post_decline(request: Request, referral_id: str, user: PageUser, sessi
     if reason not in {r.value for r in DeclineReason}:
         errors["reason"] = "Select why you are declining this referral"
     note = _note(form, "decline-note", errors, values)
-    if errors:
-        return await _invalid(request, session, user, referral_id, errors, values)
-    try:
-        decline = DeclineInput(reason=DeclineReason(reason), note=note, actor=actor_of(user))
-    except ValidationError as exc:
-        errors = _validation_errors(exc, {"reason": "reason", "note": "decline-note"})
-        return await _invalid(request, session, user, referral_id, errors, values)
-    commands = commands_of(request)
-    return await _run(
-        request, session, user, referral_id, lambda: commands.decline(referral_id, decline), "declined"
+    return await _act(
+        request,
+        session,
+        user,
+        referral_id,
+        (errors, values),
+        lambda: DeclineInput(reason=DeclineReason(reason), note=note, actor=actor_of(user)),
+        {"reason": "reason", "note": "decline-note"},
+        lambda commands, decline: commands.decline(referral_id, decline),
+        "declined",
     )
