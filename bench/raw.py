@@ -75,6 +75,13 @@ class ParkedWorkflow:
         self._done = True
         return record_id
 
+    @workflow.update
+    async def acknowledge_projected(self, record_id: str) -> str:
+        """The product's shape: the Update returns after one activity (the SQL projection)."""
+        self._done = True
+        await workflow.execute_activity(noop, record_id, start_to_close_timeout=timedelta(seconds=30))
+        return record_id
+
 
 @workflow.defn
 class TimerWorkflow:

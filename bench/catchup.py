@@ -1,0 +1,220 @@
+"""Benchmark: thousands of hand-offs falling due at one instant, against raw timers in the same run.
+
+    .venv/bin/python -m bench.catchup [--quick] [--handoffs 5000] [--workers 1] [--apis 1]
+                                      [--database postgresql|sqlite] [--rate-guess 20]
+
+The policy's working day starts at a whole minute T0 a few minutes ahead (UTC, every day a working
+day, no bank holidays) and every hand-off is due "1 working second" after it opens, with one
+escalation step at the deadline to the team's manager and the referrer (one email each). Every
+referral submitted before T0 is therefore due at T0 + 1 s exactly. The benchmark submits them over
+HTTP, waits for the instant and times until every escalation email has reached the aiosmtpd server
+in this process (checking each Message-ID arrived once). Baseline, same server: as many raw
+workflows sleeping to one instant, each then running one no-op activity, timed until the last
+activity ran. Target: product <= 2x raw. Reports emails per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import Client
+
+from bench import harness
+from bench.raw import TimerWorkflow, fire_at_text
+
+TEAMS = {
+    "front_door": ("Front door (MASH)", "mash"),
+    "early_help": ("Early Help", "earlyhelp"),
+    "social_care": ("Children's social care", "socialcare"),
+    "other_agency": ("Other agency", "otheragency"),
+}
+
+
+def choose_t0(handoffs: int, rate_guess: float, *, start_up: float = 20.0) -> datetime:
+    """The whole minute by which the intake should be over (at `rate_guess` referrals/s)."""
+    ready = datetime.now(UTC) + timedelta(seconds=start_up + handoffs / rate_guess + 10)
+    t0 = ready.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if t0.date() != (t0 + timedelta(minutes=1)).date() or (t0.hour == 23 and t0.minute > 50):
+        raise harness.BenchError("the working-day trick needs T0 before 23:50 UTC: run it later")
+    return t0
+
+
+def policy_for(t0: datetime) -> str:
+    """Every hand-off due 1 working second after it opens; the working day starts at T0 (UTC)."""
+    parts = [
+        "[calendar]",
+        'timezone = "UTC"',
+        f'working_hours = "{t0:%H:%M}-23:59"',
+        'working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]',
+        'bank_holidays = "none"',
+        "closures = []",
+        "",
+    ]
+    for team, (name, mailbox) in TEAMS.items():
+        parts += [
+            f"[teams.{team}]",
+            f'name = "{name}"',
+            f'email = "{mailbox}@council.example"',
+            f'manager_email = "{mailbox}-manager@council.example"',
+            "",
+            f"[handoffs.{team}]",
+            'due = "1 working second"',
+            "",
+            f"[[handoffs.{team}.steps]]",
+            'at = "due"',
+            'notify = ["team_manager", "referrer"]',
+            "",
+        ]
+    return "\n".join(parts)
+
+
+async def product_catchup(
+    st: harness.Stack, handoffs: int, t0: datetime, *, clients: int, profile: bool
+) -> dict[str, Any]:
+    """Submit, wait for T0 + 1 s, time until every escalation email arrived; figures and lines."""
+    due = t0 + timedelta(seconds=1)
+    intake, ids = await harness.submit_referrals(st, handoffs, clients, f"catchup-{uuid.uuid4().hex[:6]}")
+    lines = [
+        f"set-up: {handoffs} referrals submitted in {intake.elapsed:.1f} s ({intake.rate:.1f}/s; "
+        f"{harness.statuses_text(intake.statuses)}), all due at {due:%H:%M:%S} UTC"
+    ]
+    if datetime.now(UTC) >= due:
+        lines.append(
+            f"  WARNING: the intake ended {(datetime.now(UTC) - due).total_seconds():.0f} s after the due "
+            "instant: "
+            "the later referrals fall due later (pass a lower --rate-guess)"
+        )
+    dues = harness.sql(
+        st.database_url, "SELECT due_at, count(*) FROM referral GROUP BY due_at ORDER BY 2 DESC"
+    )
+    lines.append(
+        f"  due instants in the read model: {len(dues)} distinct, the most common holds {dues[0][1]}"
+    )
+    before = st.mailbox.count("escalation")
+    await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+    meter = st.meter()
+    profiles = [harness.Profile(w, 30, st.folder) for w in st.workers[:1]] if profile else []
+    meter.start()
+    within = max(120.0, handoffs / 5)
+    await harness.eventually(
+        lambda: st.mailbox.count("escalation") - before >= handoffs,
+        within=within,
+        what=f"{handoffs} escalation emails",
+        interval=0.1,
+        alive=st.alive(),
+    )
+    meter.stop()
+    escalations = [a for a in st.mailbox.snapshot() if "escalation" in a.subject.lower()]
+    last = max(a.at for a in escalations)
+    first = min(a.at for a in escalations)
+    took = last - due.timestamp()
+    counts = Counter(a.message_id for a in escalations)
+    twice = sum(1 for c in counts.values() if c > 1)
+    lines += [
+        f"product: {len(escalations)} escalation emails, first {first - due.timestamp():.1f} s after the due "
+        f"instant, last {took:.1f} s after: {len(escalations) / took:.1f} emails/s; "
+        f"{len(counts)} distinct Message-IDs, {twice} delivered more than once",
+        "  " + meter.line(),
+    ]
+    for prof in profiles:
+        lines += ["  " + line for line in prof.summary()]
+    await asyncio.sleep(1.0)  # late duplicates would show here
+    return {"took": took, "emails": len(escalations), "twice": twice, "lines": lines, "ids": ids}
+
+
+async def raw_catchup(st: harness.Stack, handoffs: int, *, clients: int) -> dict[str, Any]:
+    """`handoffs` raw workflows sleeping to one instant, each then running one no-op activity."""
+    worker = st.start_raw_worker(expect=handoffs, name="raw-timers")
+    await st.wait_raw_worker(worker)
+    client = await Client.connect(st.server.address)
+    fire_at = datetime.now(UTC) + timedelta(seconds=handoffs / 100 + 10)
+    prefix = f"raw-timer-{uuid.uuid4().hex[:6]}"
+
+    async def call(n: int) -> str:
+        await client.start_workflow(
+            TimerWorkflow.run, fire_at_text(fire_at), id=f"{prefix}-{n}", task_queue=st.raw_task_queue
+        )
+        return "started"
+
+    started = await harness.drive(handoffs, clients, call)
+    late = datetime.now(UTC) > fire_at
+    meter = st.meter()
+    await asyncio.sleep(max(0.0, (fire_at - datetime.now(UTC)).total_seconds()))
+    meter.start()
+    report = await harness.eventually(
+        lambda: [line for line in worker.stdout().splitlines() if line.startswith("{")],
+        within=max(120.0, handoffs / 5),
+        what="the raw timers' activities",
+        interval=0.1,
+        alive=[worker],
+    )
+    meter.stop()
+    figures = json.loads(report[-1])
+    took = figures["last"] - fire_at.timestamp()
+    lines = [
+        f"raw: {handoffs} timer workflows started in {started.elapsed:.1f} s ({started.rate:.0f}/s)"
+        + (" (WARNING: the starts ended after the instant)" if late else ""),
+        f"raw: {figures['count']} no-op activities, "
+        f"first {figures['first'] - fire_at.timestamp():.1f} s after the instant, "
+        f"last {took:.1f} s after: {figures['count'] / took:.1f}/s",
+        "  " + meter.line(),
+    ]
+    worker.stop()
+    return {"took": took, "lines": lines}
+
+
+async def run(args: argparse.Namespace) -> list[str]:
+    t0 = choose_t0(args.handoffs, args.rate_guess)
+    async with harness.stack(
+        workers=args.workers, apis=args.apis, database=args.database, policy=policy_for(t0)
+    ) as st:
+        product = await product_catchup(st, args.handoffs, t0, clients=args.clients, profile=args.profile)
+        raw = await raw_catchup(st, args.handoffs, clients=args.clients)
+        ratio = product["took"] / raw["took"]
+        return [
+            *product["lines"],
+            *raw["lines"],
+            f"RESULT catch-up: {args.handoffs} hand-offs due at once, {args.workers} worker(s): "
+            f"every escalation email delivered in {product['took']:.1f} s "
+            f"({product['emails'] / product['took']:.1f} emails/s) "
+            f"vs raw timers + no-op activity {raw['took']:.1f} s = {ratio:.1f}x "
+            f"(target <= 2x: {'met' if ratio <= 2 else 'NOT met'}); duplicates: {product['twice']}",
+        ]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes for development (under a minute)")
+    p.add_argument("--handoffs", type=int, default=None, help="hand-offs due at once; 5000, quick 200")
+    p.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients for the set-up intake")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--apis", type=int, default=1)
+    p.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    p.add_argument(
+        "--rate-guess", type=float, default=20.0, help="referrals/s the set-up intake reaches (sets T0)"
+    )
+    p.add_argument("--no-profile", dest="profile", action="store_false", help="do not run py-spy")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    if args.handoffs is None:
+        args.handoffs = 200 if args.quick else 5000
+    print("command: " + harness.command_line("bench.catchup", argv), flush=True)
+    started = time.monotonic()
+    for line in asyncio.run(run(args)):
+        print(line, flush=True)
+    print(f"bench.catchup took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
