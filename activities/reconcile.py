@@ -97,12 +97,18 @@ class ReconcileActivities:
 
     @activity.defn(name="reconcile_begin")
     async def begin(self) -> BeginResult:
-        """Where the previous run's scan of rows stopped."""
+        """Where the previous run's scans of rows and of running workflows stopped."""
         async with self.sessions() as session:
-            cursor = await session.scalar(
-                select(ReconcileRun.next_row_cursor).order_by(ReconcileRun.id.desc()).limit(1)
-            )
-        return BeginResult(row_cursor=cursor)
+            last = (
+                await session.execute(
+                    select(ReconcileRun.next_row_cursor, ReconcileRun.next_workflow_cursor)
+                    .order_by(ReconcileRun.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        if last is None:
+            return BeginResult()
+        return BeginResult(row_cursor=last[0], workflow_cursor=last[1])
 
     @activity.defn(name="reconcile_rows_page")
     async def rows_page(self, input: RowsPageInput) -> PageResult:
@@ -142,19 +148,22 @@ class ReconcileActivities:
     @activity.defn(name="reconcile_workflows_page")
     async def workflows_page(self, input: WorkflowsPageInput) -> PageResult:
         """Running referral workflows on the queue with no row, or a row behind their state."""
-        running = 'WorkflowType="ReferralWorkflow" AND ExecutionStatus="Running"'
+        query = (
+            'WorkflowType="ReferralWorkflow" AND ExecutionStatus="Running" '
+            f"AND TaskQueue={_quoted(input.task_queue)}"
+        )
+        if input.started_before is not None:
+            query += f' AND StartTime < "{input.started_before.astimezone(UTC).isoformat()}"'
         listing = self.client.list_workflows(
-            f"{running} AND TaskQueue={_quoted(input.task_queue)}",
+            query,
             page_size=input.limit,
             next_page_token=input.page_token,
             rpc_timeout=RPC_TIMEOUT,
         )
         await listing.fetch_next_page()
-        ids = {
-            w.id.removeprefix(WORKFLOW_PREFIX): w.id
-            for w in listing.current_page or []
-            if w.id.startswith(WORKFLOW_PREFIX)
-        }
+        page = listing.current_page or []
+        started = [w.start_time for w in page if w.start_time is not None]
+        ids = {w.id.removeprefix(WORKFLOW_PREFIX): w.id for w in page if w.id.startswith(WORKFLOW_PREFIX)}
         async with self.sessions() as session:
             versions = dict(
                 (
@@ -178,7 +187,12 @@ class ReconcileActivities:
                         workflow_version=state.version,
                     )
                 )
-        return PageResult(examined=len(ids), suspects=suspects, next_token=listing.next_page_token)
+        return PageResult(
+            examined=len(ids),
+            suspects=suspects,
+            next_token=listing.next_page_token,
+            oldest_started=min(started, default=None),
+        )
 
     async def _state(self, wid: str) -> ReferralState | None:
         """The workflow's state, or None when it does not answer (a busy worker is not a finding)."""
@@ -231,6 +245,7 @@ class ReconcileActivities:
                     workflows_examined=input.workflows_examined,
                     findings=len(rows),
                     next_row_cursor=input.next_row_cursor,
+                    next_workflow_cursor=input.next_workflow_cursor,
                 )
                 .on_conflict_do_nothing(index_elements=["run_id"])
             )

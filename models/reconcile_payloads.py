@@ -6,7 +6,7 @@ read the clock, the environment or the network.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -44,6 +44,9 @@ class BeginResult(Strict):
     """Where the previous run stopped in the read model (None: start from the first row)."""
 
     row_cursor: str | None = None
+    #: Where the previous run stopped among running workflows: the next run looks at those
+    #: started before this instant (None: start from the newest).
+    workflow_cursor: datetime | None = None
 
 
 class RowsPageInput(Strict):
@@ -59,6 +62,8 @@ class WorkflowsPageInput(Strict):
     task_queue: str
     page_token: bytes | None = None
     limit: PageSize = 100
+    #: Only workflows started before this instant (where the previous run stopped).
+    started_before: datetime | None = None
 
 
 class PageResult(Strict):
@@ -69,6 +74,8 @@ class PageResult(Strict):
     #: Rows: the last id examined (None when the table ended). Workflows: visibility's token.
     next_row: str | None = None
     next_token: bytes | None = None
+    #: Workflows: the earliest start time on the page (where a later run resumes).
+    oldest_started: datetime | None = None
 
 
 class ConfirmInput(Strict):
@@ -80,6 +87,8 @@ class ConfirmInput(Strict):
     workflows_examined: int
     #: Where the next run's row scan starts (None: from the beginning).
     next_row_cursor: str | None = None
+    #: Where the next run's scan of running workflows starts (None: from the newest).
+    next_workflow_cursor: datetime | None = None
 
 
 class ReconcileResult(Strict):
@@ -106,7 +115,8 @@ class ReconcileWorkflowInput(Strict):
     #: Rows examined per run at most: row_page_size x max_row_pages (a later run resumes after).
     max_row_pages: Pages = 50
     workflow_page_size: PageSize = 100
-    #: Running workflows examined per run at most (newest first, where a lost row is likeliest).
+    #: Running workflows examined per run at most, newest first (where a lost row is likeliest);
+    #: the next run resumes with older ones, and after the oldest starts again from the newest.
     max_workflow_pages: Pages = 10
     #: Suspects carried to the second look at most; the rest wait for the next run.
     max_suspects: Annotated[int, Field(ge=1, le=5000)] = 500

@@ -239,3 +239,5 @@ class ReconcileRun(Base):
     workflows_examined: Mapped[int] = mapped_column(Integer)
     findings: Mapped[int] = mapped_column(Integer)
     next_row_cursor: Mapped[str | None] = mapped_column(String(32))
+    #: Where the next run's scan of running workflows resumes: those started before this instant.
+    next_workflow_cursor: Mapped[datetime | None]

@@ -59,17 +59,22 @@ class ReconcileWorkflow:
             if cursor is None or len(suspects) >= input.max_suspects:
                 break
         token: bytes | None = None
+        oldest = None
         for _ in range(input.max_workflow_pages):
             page = await self._step(
                 "reconcile_workflows_page",
                 WorkflowsPageInput(
-                    task_queue=input.task_queue, page_token=token, limit=input.workflow_page_size
+                    task_queue=input.task_queue,
+                    page_token=token,
+                    limit=input.workflow_page_size,
+                    started_before=begin.workflow_cursor,
                 ),
                 PageResult,
             )
             workflows += page.examined
             suspects += page.suspects
             token = page.next_token
+            oldest = page.oldest_started or oldest
             if not token or len(suspects) >= input.max_suspects:
                 break
         if suspects:
@@ -82,6 +87,9 @@ class ReconcileWorkflow:
                 rows_examined=rows,
                 workflows_examined=workflows,
                 next_row_cursor=cursor,
+                # More running workflows than one run looks at: the next run resumes with older
+                # ones; once they are all seen, it starts again from the newest.
+                next_workflow_cursor=oldest if token else None,
             ),
             ReconcileResult,
         )

@@ -256,6 +256,33 @@ async def test_a_run_is_bounded_and_the_next_resumes(system: System) -> None:
     assert third.rows_examined == 2, "the table ended, so the scan starts again from the first row"
 
 
+async def test_runs_resume_among_older_workflows_until_all_are_seen(system: System) -> None:
+    """More running workflows than one run looks at: later runs look at older ones, not the same."""
+    ids = [await system.submit(f"NP-OLDEST-{n}") for n in range(3)]  # oldest first
+    await until(lambda: _has_all(system, ids), "visibility never listed the referrals")
+    oldest = ids[0]
+    async with system.sessions() as session, session.begin():
+        await session.execute(delete(Referral).where(Referral.id == oldest))
+    bounds = {"workflow_page_size": 1, "max_workflow_pages": 1}
+
+    first = await system.reconcile(**bounds)
+    second = await system.reconcile(**bounds)
+
+    # Newest first, one a run: the oldest workflow's missing row is not seen yet.
+    assert (first.workflows_examined, first.findings) == (1, 0)
+    assert (second.workflows_examined, second.findings) == (1, 0)
+
+    third = await system.reconcile(**bounds)
+
+    assert (third.workflows_examined, third.findings, third.repaired) == (1, 1, 1)
+    [finding] = await system.findings()
+    assert (finding.kind, finding.referral_id) == ("missing_row", oldest)
+    await until(lambda: system.row(oldest), "the row was not re-projected")
+    # Every workflow seen: the scan starts again from the newest within a run or two.
+    later = [await system.reconcile(**bounds) for _ in range(2)]
+    assert [r.workflows_examined for r in later] in ([1, 1], [0, 1]), later
+
+
 async def test_the_schedule_runs_the_reconciler_every_interval(client: Client) -> None:
     config = settings(reconcile_every=timedelta(minutes=7))
     await ensure_schedules(client, config)
