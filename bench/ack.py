@@ -151,7 +151,7 @@ def main(argv: list[str]) -> None:
         args.acks = 60 if args.quick else 500
     print("command: " + harness.command_line("bench.ack", argv), flush=True)
     started = time.monotonic()
-    for line in asyncio.run(run(args)):
+    for line in harness.run_main(run(args)):
         print(line, flush=True)
     print(f"bench.ack took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import email.parser
 import email.policy
 import os
@@ -27,10 +28,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -47,6 +48,7 @@ FORCE = "Northamptonshire Police"
 REFERRER_EMAIL = "pc.bench@police.example"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -54,6 +56,17 @@ class BenchError(Exception):
 
 
 # ---- small helpers ---------------------------------------------------------------------------
+
+
+def run_main(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with SIGINT and SIGTERM cancelling the benchmark so that its clean-up runs
+    (processes stopped, the database dropped), even when started with SIGINT ignored (`cmd &`)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        return asyncio.run(main)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted; processes stopped and the database dropped") from None
 
 
 def command_line(module: str, argv: list[str]) -> str:
@@ -218,6 +231,12 @@ class CpuMeter:
 # ---- processes -------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    # Linux: the process gets SIGTERM when the benchmark dies, even by kill -9.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Service:
     """A long-running process with its output in files; stopped with SIGTERM then SIGKILL."""
 
@@ -234,7 +253,7 @@ class Service:
         with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
             self.process = subprocess.Popen(
                 self.args, env=self.env, cwd=self.cwd, stdout=out, stderr=err,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         return self
 

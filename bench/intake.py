@@ -159,7 +159,7 @@ def main(argv: list[str]) -> None:
         args.referrals = 200 if args.quick else 2000
     print("command: " + harness.command_line("bench.intake", argv), flush=True)
     started = time.monotonic()
-    for line in asyncio.run(run(args)):
+    for line in harness.run_main(run(args)):
         print(line, flush=True)
     print(f"bench.intake took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
 

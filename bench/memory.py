@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
         args.parked = "100,500" if args.quick else "1000,10000"
     print("command: " + harness.command_line("bench.memory", argv), flush=True)
     started = time.monotonic()
-    for line in asyncio.run(run(args)):
+    for line in harness.run_main(run(args)):
         print(line, flush=True)
     print(f"bench.memory took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
 
