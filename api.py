@@ -51,6 +51,7 @@ from web.access import (
 )
 from web.ack import router as ack_router
 from web.admin import router as admin_router
+from web.batch import router as batch_router
 from web.dashboard import router as dashboard_router
 from web.deps import (
     DATABASE_DOWN,
@@ -346,6 +347,7 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders, https=settings.public_url.startswith("https://"))
     app.include_router(router)
+    app.include_router(batch_router)
     app.include_router(admin_router)
     app.include_router(ops)
     app.include_router(ack_router)
