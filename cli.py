@@ -1,4 +1,4 @@
-"""The `referrals` command: dev, api, worker, migrate, users (accounts and API tokens), codec-server."""
+"""The `referrals` command: dev, api, worker, migrate, users (accounts, tokens), codec-server, import."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import structlog
 
 import logs
+from cli_import import add_import_parser, import_command
 from cli_users import add_users_parser, hashed_password, users_command
 from config import ConfigError, Fatal, Settings, load_settings
 from models.enums import Role, Team
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--dry-run", action="store_true", help="only count the referrals due; change nothing")
     add_users_parser(sub)
+    add_import_parser(sub)
     codec = sub.add_parser(
         "codec-server", help="decode Temporal payloads for the Temporal UI and CLI (operators only)"
     )
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings)
         elif args.command == "purge":
             asyncio.run(purge(settings, dry_run=args.dry_run))
+        elif args.command == "import":
+            return import_command(settings, args)
         elif args.command == "users":
             asyncio.run(users_command(settings, args))
         elif args.command == "codec-server":
