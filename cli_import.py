@@ -231,17 +231,22 @@ def _described(row: Row, outcome: Outcome) -> str:
 def exit_status(outcomes: Sequence[Outcome]) -> int:
     """0 all created or duplicate; 1 an invalid or conflicting row; 2 a row still not imported."""
     statuses = {o.status for o in outcomes}
-    if statuses & {"unavailable", "not_sent"}:
-        return 2
+    if statuses - {"created", "duplicate", "invalid", "conflict"}:
+        return 2  # unavailable, not sent, or a status this command does not know
     if statuses & {"invalid", "conflict"}:
         return 1
     return 0
 
 
-def _counts(outcomes: Sequence[Outcome]) -> str:
+def _counts(outcomes: Sequence[Outcome], *, answered_only: bool = False) -> str:
     counts = Counter(o.status for o in outcomes)
-    shown = [s for s in STATUSES if s != "not_sent" or counts[s]]
+    shown = [s for s in STATUSES if s != "not_sent" or (counts[s] and not answered_only)]
     return ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in shown)
+
+
+def _inert(cell: str) -> str:
+    """A cell copied from the file that a spreadsheet would run as a formula is quoted."""
+    return f"'{cell}" if cell[:1] in {"=", "+", "-", "@", "\t", "\r"} else cell
 
 
 REPORT_COLUMNS = ["row", "police_reference", "status", "reference", "id", "errors", "message"]
@@ -255,7 +260,7 @@ def write_report(out: TextIO, rows: Sequence[Row], outcomes: Sequence[Outcome]) 
         writer.writerow(
             [
                 row.number,
-                row.police_reference,
+                _inert(row.police_reference),
                 outcome.status,
                 outcome.reference or "",
                 outcome.id or "",
@@ -283,13 +288,14 @@ class Progress:
         self, done: int, total: int, first: int, last: int, outcomes: Sequence[Outcome], label: str
     ) -> None:
         """A batch of rows `first`..`last` has been answered; `done` of `total` rows in this pass."""
+        counts = _counts(outcomes, answered_only=True)
         if self.tty:
             filled = self.WIDTH * done // max(total, 1)
             bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self.out.write(f"\r{label} [{bar}] {done}/{total} rows  {_counts(outcomes)}\x1b[K")
+            self.out.write(f"\r{label} [{bar}] {done}/{total} rows  {counts}\x1b[K")
             self.drawn = True
         else:
-            self.out.write(f"{label}: rows {first}-{last}: {_counts(outcomes)} ({done}/{total} rows)\n")
+            self.out.write(f"{label}: rows {first}-{last}: {counts} ({done}/{total} rows)\n")
         self.out.flush()
 
     def note(self, text: str) -> None:
@@ -400,6 +406,8 @@ class Importer:
         detail = f" ({'; '.join(where)})" if where else ""
         if response.status_code == 404:
             message = f"{response.request.url} was not found: is --api the referral-tracker address?"
+        elif response.status_code == 413:
+            message += " (try a smaller --batch-size)"
         raise Refused(f"the API refused rows {first}-{last}: HTTP {response.status_code}: {message}{detail}")
 
     def _answered(self, outcomes: list[Outcome], chunk: list[int], response: httpx.Response) -> None:
