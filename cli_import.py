@@ -180,7 +180,7 @@ def _row(number: int, names: list[str], cells: list[str]) -> Row:
 def read_rows(path: Path) -> list[Row]:
     """Every non-blank row of the file as a referral body; Fatal (one line) when the file is unusable."""
     text = _decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
         names = _check_header(path, header)
@@ -523,9 +523,9 @@ def import_command(
     settings: Settings, args: argparse.Namespace, *, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr
 ) -> int:
     """Run `referrals import`; its exit status."""
+    rows = read_rows(args.file)
     base = _base_url(args.api or settings.public_url)
     token = _token(args.token_file)
-    rows = read_rows(args.file)
     report: TextIO | None = None
     if args.report is not None:
         try:
