@@ -1,7 +1,7 @@
 """Benchmark: thousands of hand-offs falling due at one instant, against raw timers in the same run.
 
     .venv/bin/python -m bench.catchup [--quick] [--handoffs 5000] [--workers 1] [--apis 1]
-                                      [--database postgresql|sqlite] [--rate-guess 15]
+                                      [--database postgresql|sqlite] [--rate-guess 8]
 
 The policy's working day starts at a whole minute T0 a few minutes ahead (UTC, every day a working
 day, no bank holidays) and every hand-off is due "1 working second" after it opens, with one
@@ -210,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--apis", type=int, default=1)
     p.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     p.add_argument(
-        "--rate-guess", type=float, default=15.0, help="referrals/s the set-up intake reaches (sets T0)"
+        "--rate-guess", type=float, default=8.0, help="referrals/s the set-up intake reaches (sets T0)"
     )
     p.add_argument("--no-profile", dest="profile", action="store_false", help="do not run py-spy")
     return p

@@ -1,6 +1,6 @@
 """Benchmark: one worker and one API against two of each, one Temporal server, one PostgreSQL read model.
 
-    .venv/bin/python -m bench.scaleout [--quick] [--referrals 2000] [--clients 64] [--rate-guess 15]
+    .venv/bin/python -m bench.scaleout [--quick] [--referrals 2000] [--clients 64] [--rate-guess 8]
 
 For each shape (1 worker + 1 API, then 2 workers + 2 APIs) on a fresh server and a fresh
 PostgreSQL database: the intake benchmark (referrals over HTTP, spread over the APIs), then the
@@ -134,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resubmit", type=int, default=200, help="references submitted a second time")
     p.add_argument("--clients", type=int, default=64)
     p.add_argument(
-        "--rate-guess", type=float, default=15.0, help="referrals/s of the intake (sets the instant)"
+        "--rate-guess", type=float, default=8.0, help="referrals/s of the intake (sets the instant)"
     )
     return p
 
