@@ -63,8 +63,8 @@ def row(police_reference: str | None = None, **changes: str) -> dict[str, str]:
 
 
 def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] = COLUMNS) -> Path:
-    """A CSV file as a spreadsheet saves it."""
-    with path.open("w", encoding="utf-8", newline="") as out:
+    """A CSV file as a spreadsheet saves it ("CSV UTF-8": a byte-order mark, CRLF line ends)."""
+    with path.open("w", encoding="utf-8-sig", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -218,6 +218,7 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
         "is not UTF-8 text (byte 0xf1",
     ),
     "empty": (b"", "is empty"),
+    "bad quoting": (",".join(COLUMNS).encode() + b'\n"NP-1"x,F\n', "line 2: ',' expected after '\"'"),
     "header only": (",".join(COLUMNS).encode() + b"\n\n", "has a header row but no referrals"),
     "ragged row": (
         ",".join(COLUMNS).encode() + b"\n" + ",".join(["x"] * (len(COLUMNS) + 2)).encode() + b"\n",
