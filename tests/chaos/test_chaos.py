@@ -13,7 +13,8 @@ that fell due was delivered, nothing was escalated after a decision, and no requ
 answered 500.
 
 `CHAOS_N` sets N (default 300); `CHAOS_DB=sqlite|postgresql` runs one backend only;
-`CHAOS_REPORT=path.json` writes the figures (RELIABILITY.md), one file per backend.
+`CHAOS_REPORT=path.json` writes the figures (RELIABILITY.md), one file per backend; they are
+also kept as `report.json` beside each run's logs in `tests/artifacts/chaos-<backend>-<time>/`.
 """
 
 from __future__ import annotations
@@ -508,6 +509,7 @@ async def test_no_referral_lost_and_no_escalation_sent_twice(chaos: Chaos) -> No
         "statuses": {str(k): v for k, v in sorted(chaos.figures.statuses.items())},
     }
     print("chaos:", json.dumps(report))
+    write_report(chaos.logs / "report.json", report)  # beside the run's logs, always
     if path := os.environ.get("CHAOS_REPORT"):
         target = Path(path)
         write_report(target.with_name(f"{target.stem}-{chaos.backend}{target.suffix}"), report)
