@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_NOTIFY_BASE_URL = "https://api.notifications.service.gov.uk"
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 class Fatal(Exception):
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
     notify_api_key: str | None = None
     notify_base_url: str = DEFAULT_NOTIFY_BASE_URL
     notify_template_id: str | None = None
+    #: Optional templates of their own per message kind (else the generic one above).
+    notify_template_reminder: str | None = None
+    notify_template_escalation: str | None = None
+    notify_template_outcome: str | None = None
+    #: The bearer token Notify sends to POST /api/v1/integrations/notify/callbacks.
+    notify_callback_token: str | None = None
     mail_from: str = "referrals@localhost"
     policy_file: Path | None = None
     public_url: str = "http://127.0.0.1:8000"
@@ -60,10 +67,51 @@ class Settings(BaseSettings):
     #: Who is told of the reconciler's findings: comma-separated email addresses (none: metrics only).
     admin_emails: Annotated[list[str], NoDecode] = []
 
-    @field_validator("database_url", "smtp_url", "notify_api_key", "secret_key", "temporal_address")
+    @field_validator(
+        "database_url",
+        "smtp_url",
+        "notify_api_key",
+        "notify_template_id",
+        "notify_template_reminder",
+        "notify_template_escalation",
+        "notify_template_outcome",
+        "notify_callback_token",
+        "secret_key",
+        "temporal_address",
+    )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
-        return value or None
+        return (value or "").strip() or None
+
+    @field_validator("notify_api_key")
+    @classmethod
+    def _notify_api_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            from activities.notify_channel import parse_api_key
+
+            # The message never repeats the key: it is a secret.
+            parse_api_key(value)
+        return value
+
+    @field_validator(
+        "notify_template_id",
+        "notify_template_reminder",
+        "notify_template_escalation",
+        "notify_template_outcome",
+    )
+    @classmethod
+    def _notify_template(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(_UUID, value):
+            raise ValueError("must be a Notify template id (a UUID, from the template's page)")
+        return value
+
+    @field_validator("notify_callback_token")
+    @classmethod
+    def _notify_callback_token(cls, value: str | None) -> str | None:
+        # Notify's own minimum for a callback's bearer token.
+        if value is not None and (len(value) < 10 or any(c.isspace() for c in value)):
+            raise ValueError("must be at least 10 characters, without spaces")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 
 from activities.deadlines import DeadlineActivities
 from activities.notify import NotifyActivities
+from activities.notify_channel import NotifyChannel
 from activities.outbox import SmtpTarget
 from activities.reconcile import ReconcileActivities
 from activities.records import RecordActivities
@@ -74,6 +75,9 @@ def activities_for(
     deadlines = DeadlineActivities(policy)
     records = RecordActivities(sessions)
     notify = NotifyActivities(sessions, links=links, mail_from=settings.mail_from, smtp=smtp)
+    # GOV.UK Notify, when configured, carries every email instead of SMTP.
+    channel = NotifyChannel.from_settings(settings)
+    notify.outbox.notify = channel
     retention = RetentionActivities(sessions)
     activities: list[Any] = [
         deadlines.plan_handoff,
@@ -85,6 +89,7 @@ def activities_for(
         reconcile = ReconcileActivities(
             sessions, client, admin_emails=settings.admin_emails, mail_from=settings.mail_from, smtp=smtp
         )
+        reconcile.outbox.notify = channel
         activities += [
             reconcile.begin,
             reconcile.rows_page,

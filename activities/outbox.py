@@ -1,5 +1,5 @@
-"""The outbox: every message is a row keyed by its idempotency key, delivered by SMTP at most once
-per key as far as SMTP allows.
+"""The outbox: every message is a row keyed by its idempotency key, delivered by SMTP (or GOV.UK
+Notify) at most once per key as far as the channel allows.
 
 Both the referral emails (`activities.notify`) and the reconciler's report go through `Outbox`:
 the row is written once, an attempt claims it with a conditional UPDATE, delivers, and records
@@ -12,6 +12,12 @@ handing the message's data to the server, nobody knows whether the server has it
 attempt is counted on the row (`resends`), the next attempt sends again with the same Message-ID,
 and the chaos suite checks that no message was ever delivered more often than that count allows.
 Everything before DATA (connection, EHLO, MAIL, RCPT) is known not to have delivered anything.
+
+With GOV.UK Notify (`activities.notify_channel`) each recipient is one request, and each
+notification id is recorded on the row (`provider_ids`) as soon as Notify answers, so a retry
+sends only to the recipients not yet taken. A request whose answer was lost counts in `resends`
+like SMTP's; before sending again, the next attempt asks Notify which notifications carry the
+message's key as their reference and records those instead of sending twice.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+import httpx
 import structlog
 from sqlalchemy import Update, and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.notify_channel import Later, NotifyChannel, Refused, Sent
 from models.payloads import EmailResult
 from models.tables import OutboxMessage
 
@@ -121,11 +130,14 @@ class Outbox:
         mail_from: str,
         smtp: SmtpTarget | None,
         claim_lease: timedelta = CLAIM_LEASE,
+        notify: NotifyChannel | None = None,
     ) -> None:
         self.sessions = sessions
         self.mail_from = mail_from
         self.smtp = smtp
         self.claim_lease = claim_lease
+        #: GOV.UK Notify, when configured: used instead of SMTP.
+        self.notify = notify
 
     # ---- rows ----------------------------------------------------------------------------
 
@@ -160,9 +172,11 @@ class Outbox:
     async def send(self, row: OutboxMessage) -> EmailResult:
         """Deliver `row` unless it is final; wait while another attempt holds its claim."""
         while row.status not in FINAL_STATUSES:
-            if self.smtp is not None:
+            if self.notify is not None or self.smtp is not None:
                 claim = await self._claim(row.id)
                 if claim is not None:
+                    if self.notify is not None:
+                        return await self._notify_claimed(row.id, claim)
                     return await self._send_claimed(row, claim)
             elif await self._store(row.id):
                 log.info("email.sent", key=row.key, kind=row.kind, status="stored", reference=row.reference)
@@ -232,6 +246,80 @@ class Outbox:
         log.info("email.sent", key=row.key, kind=row.kind, status="sent", reference=row.reference)
         return _rejected_result(row, rejected, status="sent")
 
+    async def _notify_claimed(self, row_id: int, claim: datetime) -> EmailResult:
+        """Send a claimed row through Notify, one request per recipient not yet taken or refused."""
+        assert self.notify is not None
+        # The claimed row as it is now: an earlier attempt may have sent to some recipients.
+        row = await self._reload(row_id)
+        ids: dict[str, str] = dict(row.provider_ids or {})
+        refused: dict[str, tuple[int, str]] = {a: (int(c), "") for a, c in (row.rejected or {}).items()}
+        pending = [a for a in row.recipients if a not in ids and a not in refused]
+        in_flight = False
+        try:
+            if pending and row.resends:
+                # An earlier attempt's answer was lost: Notify may hold some of these already.
+                held = await self.notify.sent_to(row.key)
+                ids.update({a: held[a.lower()] for a in pending if a.lower() in held})
+                pending = [a for a in pending if a not in ids]
+            for address in pending:
+                in_flight = True
+                outcome = await self.notify.send(
+                    to=address, kind=row.kind, subject=row.subject, body=row.body, reference=row.key
+                )
+                in_flight = False
+                if isinstance(outcome, Sent):
+                    ids[address] = outcome.notification_id
+                elif isinstance(outcome, Refused):
+                    refused[address] = (outcome.status, outcome.message)
+                    if outcome.status == 403:
+                        # Authorisation is refused for every recipient alike.
+                        for other in pending:
+                            if other not in ids:
+                                refused.setdefault(other, (403, outcome.message))
+                        break
+                else:
+                    await self._release(
+                        row,
+                        claim,
+                        outcome.message,
+                        uncertain=outcome.uncertain,
+                        progress=_progress(ids, refused),
+                    )
+                    log.warning(
+                        "email.delivery_failed",
+                        key=row.key,
+                        channel="notify",
+                        error=outcome.message[:200],
+                        outcome_unknown=outcome.uncertain,
+                    )
+                    raise _retry(outcome)
+                # Recorded at once: a retry after a crash must not send to this recipient again.
+                await asyncio.shield(self._write(row.id, _progress(ids, refused), claim=claim))
+        except (ApplicationError, NotifyUnavailable):
+            raise
+        except httpx.HTTPError as exc:
+            # Notify could not say which messages it holds: nothing was sent, try again later.
+            await self._release(row, claim, f"Notify unavailable: {type(exc).__name__}", uncertain=False)
+            raise NotifyUnavailable(f"Notify unavailable: {type(exc).__name__}") from exc
+        except BaseException:
+            # Cancelled mid-request: whether Notify took that recipient's message is unknown.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self._release(row, claim, None, uncertain=in_flight, progress=_progress(ids, refused))
+                )
+            raise
+        status = "sent" if ids or not refused else "rejected"
+        error = _refusal_text(refused) if refused else None
+        await asyncio.shield(
+            self._record(
+                row.id, error, status=status, rejected=refused or None, progress={"provider_ids": ids}
+            )
+        )
+        if refused:
+            log.warning("email.rejected", key=row.key, refused=len(refused), channel="notify")
+        log.info("email.sent", key=row.key, kind=row.kind, status=status, channel="notify")
+        return _rejected_result(row, refused, status=status)
+
     def _message(self, row: OutboxMessage) -> EmailMessage:
         message = EmailMessage()
         message["From"] = self.mail_from
@@ -279,13 +367,20 @@ class Outbox:
         return now if result.rowcount == 1 else None  # type: ignore[attr-defined]
 
     async def _release(
-        self, row: OutboxMessage, claim: datetime, error: str | None, *, uncertain: bool
+        self,
+        row: OutboxMessage,
+        claim: datetime,
+        error: str | None,
+        *,
+        uncertain: bool,
+        progress: dict[str, object] | None = None,
     ) -> None:
-        """Give the claim back after a failed attempt, recording the error."""
+        """Give the claim back after a failed attempt, recording the error (and Notify's progress)."""
         values: dict[str, object] = {
             "status": "pending",
             "sent_at": None,
             "attempts": OutboxMessage.attempts + 1,
+            **(progress or {}),
         }
         if error is not None:
             values["last_error"] = error
@@ -321,6 +416,7 @@ class Outbox:
         *,
         status: str = "sent",
         rejected: dict[str, tuple[int, str]] | None = None,
+        progress: dict[str, object] | None = None,
     ) -> None:
         """Mark the row final (sent, or rejected for good), whatever happened to the claim meanwhile.
 
@@ -331,17 +427,25 @@ class Outbox:
             "status": status,
             "attempts": OutboxMessage.attempts + 1,
             "sent_at": datetime.now(UTC),
+            **(progress or {}),
         }
         if error is not None:
             values["last_error"] = error[:2000]
         if rejected:
             values["rejected"] = {address: code for address, (code, _) in rejected.items()}
+        await self._write(row_id, values)
+
+    async def _write(self, row_id: int, values: dict[str, object], *, claim: datetime | None = None) -> None:
+        """UPDATE one row (only while `claim` holds it, if given), retried while the database refuses."""
+        condition = [OutboxMessage.id == row_id]
+        if claim is not None:
+            condition += [OutboxMessage.status == "sending", OutboxMessage.sent_at == claim]
         give_up = datetime.now(UTC) + RECORD_PATIENCE
         pause = 0.1
         while True:
             try:
                 async with self.sessions() as session, session.begin():
-                    await session.execute(_update().where(OutboxMessage.id == row_id).values(**values))
+                    await session.execute(_update().where(*condition).values(**values))
                 return
             except OperationalError:
                 if datetime.now(UTC) > give_up:
@@ -349,6 +453,27 @@ class Outbox:
                 log.warning("email.record_retry", row_id=row_id)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+
+class NotifyUnavailable(Exception):
+    """Notify did not take a message this time (5xx, connection); Temporal retries the activity."""
+
+
+def _retry(outcome: Later) -> Exception:
+    """The exception that makes Temporal try again; after Notify's Retry-After for a 429."""
+    if outcome.retry_after is not None:
+        return ApplicationError(
+            outcome.message, type="NotifyRateLimited", next_retry_delay=timedelta(seconds=outcome.retry_after)
+        )
+    return NotifyUnavailable(outcome.message)
+
+
+def _progress(ids: dict[str, str], refused: dict[str, tuple[int, str]]) -> dict[str, object]:
+    """Notify's answers so far, as row values: notification ids, and recipients refused for good."""
+    return {
+        "provider_ids": dict(ids),
+        "rejected": {address: code for address, (code, _) in refused.items()} or None,
+    }
 
 
 def _heartbeat() -> None:

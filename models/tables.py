@@ -145,6 +145,10 @@ class OutboxMessage(Base):
     #: Attempts whose outcome SMTP left unknown (died or failed after sending the data), each
     #: followed by a resend with the same Message-ID: delivered at most 1 + resends times.
     resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: GOV.UK Notify only: recipient -> Notify's notification id, recorded as each one is taken.
+    provider_ids: Mapped[dict[str, Any] | None]
+    #: GOV.UK Notify only: recipient -> the last delivery status its callback reported.
+    provider_status: Mapped[dict[str, Any] | None]
 
 
 class User(Base):

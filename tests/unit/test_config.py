@@ -62,9 +62,26 @@ class TestRefused:
         assert variable in message or "REFERRALS_" in message
 
     def test_notify_key_needs_template(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("REFERRALS_NOTIFY_API_KEY", "key-1234")
+        key = "live-26785a09-ab16-4eb0-8407-a37497a57506-3d844edf-8d35-48ac-975b-e847b4f122b0"
+        monkeypatch.setenv("REFERRALS_NOTIFY_API_KEY", key)
         with pytest.raises(ConfigError, match="REFERRALS_NOTIFY_TEMPLATE_ID"):
             load_settings()
+
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [
+            ("REFERRALS_NOTIFY_API_KEY", "key-1234"),
+            ("REFERRALS_NOTIFY_TEMPLATE_ID", "welcome-template"),
+            ("REFERRALS_NOTIFY_TEMPLATE_OUTCOME", "1234"),
+            ("REFERRALS_NOTIFY_CALLBACK_TOKEN", "short"),
+        ],
+    )
+    def test_bad_notify_value(self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ConfigError) as refused:
+            load_settings()
+        assert str(refused.value).startswith(f"{variable}: ")
+        assert value not in str(refused.value)  # an API key is a secret: never echoed
 
 
 class TestSecret:
