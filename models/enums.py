@@ -104,6 +104,8 @@ class EventType(StrEnum):
     EMAIL_SENT = "email_sent"
     STEPS_COLLAPSED = "steps_collapsed"
     DELIVERY_FAILED = "delivery_failed"
+    #: GOV.UK Notify's delivery receipt for one recipient of a message.
+    DELIVERY_STATUS = "delivery_status"
     CLOSED = "closed"
 
 

@@ -17,6 +17,12 @@ _OUTCOMES = {
     "other_agency": "another agency",
     "no_further_action": "no further action",
 }
+_RECEIPTS = {
+    "delivered": "Email delivered",
+    "permanent-failure": "Email bounced (permanent failure)",
+    "temporary-failure": "Email not delivered (temporary failure: inbox full or unavailable)",
+    "technical-failure": "Email not delivered (technical failure at GOV.UK Notify)",
+}
 _REASONS = {"consent_declined": "consent declined", "not_appropriate": "not appropriate for Early Help"}
 
 CSV_COLUMNS = ["Seq", "When", "Event", "Team", "Hand-off", "Who", "Role", "Details", "Data"]
@@ -96,6 +102,20 @@ def describe(
         recipients = [str(r) for r in to] if isinstance(to, list) else ([str(to)] if to else [])
         details.append(f"Not delivered to {', '.join(recipients) or 'nobody'}")
         details.append(f"SMTP reply {_text(data.get('reply_code')) or 'unknown'}")
+        fallback = data.get("fallback")
+        if isinstance(fallback, list):
+            details.append(f"Sent instead to {', '.join(str(a) for a in fallback) or 'nobody (no fallback)'}")
+    elif kind == EventType.DELIVERY_STATUS:
+        copy = " (fallback copy)" if data.get("copy") == "fallback" else ""
+        status = _text(data.get("status"))
+        what = (
+            f"{_RECEIPTS.get(status, f'Email status {status}')}{copy}: {_text(data.get('kind')) or 'message'}"
+        )
+        to = data.get("to")
+        recipients = [str(r) for r in to] if isinstance(to, list) else ([str(to)] if to else [])
+        details.append(f"To {', '.join(recipients) or 'nobody'}")
+        details.append(f"Step {_text(data.get('step'))}, repeat {_text(data.get('repeat'))}")
+        details.append(f"GOV.UK Notify id {_text(data.get('notification_id'))}")
         fallback = data.get("fallback")
         if isinstance(fallback, list):
             details.append(f"Sent instead to {', '.join(str(a) for a in fallback) or 'nobody (no fallback)'}")

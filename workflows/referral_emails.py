@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from models.enums import EventType, MessageKind
+    from models.notify_payloads import DeliveryStatusInput
     from models.payloads import (
         Actor,
         EmailInput,
@@ -36,6 +37,9 @@ ACTIVITY_TIMEOUT = timedelta(seconds=30)
 #: Guards the fallback after a permanent rejection (added 2026-11-26); the recorded
 #: histories in tests/histories/ prove that referrals started before it still replay.
 DELIVERY_FALLBACK_PATCH = "delivery-fallback"
+#: Guards what a GOV.UK Notify delivery receipt adds (added 2026-11-26): its event, and the
+#: fallback copy after a permanent failure. No recorded history holds the signal.
+DELIVERY_STATUS_PATCH = "notify-delivery-status"
 
 
 class ReferralEmails:
@@ -142,6 +146,72 @@ class ReferralEmails:
         )
         self._record_email(handoff, copy, result)
         self._check_delivery(handoff, copy, result)  # records a rejected copy; never another copy
+
+    @workflow.signal
+    async def delivery_status(self, input: DeliveryStatusInput) -> None:
+        """GOV.UK Notify's delivery receipt for one recipient: recorded once; a bounce is told
+        to the fallback recipients, as a refusal by the mail server is."""
+        # A signal, not a write from the API: the workflow stays the chronology's single writer.
+        if not workflow.patched(DELIVERY_STATUS_PATCH):
+            return
+        handoff = next((h for h in self._state.handoffs if h.seq == input.handoff_seq), None)
+        if handoff is None or self._receipt_seen(input):
+            return  # Notify may call back twice for one status: the second changes nothing.
+        copy: EmailInput | None = None
+        fallback: list[str] | None = None
+        if input.status == "permanent-failure" and not input.fallback_copy:
+            if input.recipient.lower() == self._input.details.referrer.email.lower():
+                self._state.referrer_undeliverable = True
+            fallback = [a for a in handoff.fallback if a.lower() != input.recipient.lower()]
+            # A bounced reminder or escalation of a hand-off acknowledged since is stale; an
+            # outcome is not (the referrer must hear of it).
+            if fallback and (input.kind == MessageKind.OUTCOME or handoff.closed_at is None):
+                copy = self._receipt_copy(handoff, input, fallback)
+            else:
+                fallback = []
+        self._event(
+            EventType.DELIVERY_STATUS,
+            handoff=handoff,
+            data={
+                "key": input.key,
+                "kind": input.kind.value,
+                "step": input.step,
+                "repeat": input.repeat,
+                "to": [input.recipient],
+                "status": input.status,
+                "notification_id": input.notification_id,
+                "copy": "fallback" if input.fallback_copy else None,
+                "fallback": fallback,
+            },
+        )
+        if copy is not None:
+            # Awaited by the handler, so the workflow does not finish before the copy is sent.
+            await self._send_fallback(handoff, copy)
+
+    def _receipt_seen(self, input: DeliveryStatusInput) -> bool:
+        return any(
+            e.type == EventType.DELIVERY_STATUS
+            and e.data.get("key") == input.key
+            and e.data.get("to") == [input.recipient]
+            and e.data.get("status") == input.status
+            for e in self._state.events
+        )
+
+    def _receipt_copy(
+        self, handoff: HandoffState, input: DeliveryStatusInput, fallback: list[str]
+    ) -> EmailInput:
+        """The fallback copy of a bounced message, under a key of its own per bounce."""
+        bounces = sum(
+            1
+            for e in self._state.events
+            if e.type == EventType.DELIVERY_STATUS
+            and e.data.get("key") == input.key
+            and e.data.get("fallback")
+        )
+        original = self._email(handoff, input.kind, step=input.step, repeat=input.repeat, to=fallback)
+        return original.model_copy(
+            update={"key": f"{input.key}:bounce{bounces + 1}", "undelivered_to": [input.recipient]}
+        )
 
     def _spawn_feedback(self, handoff: HandoffState) -> None:
         # Feedback runs beside the next hand-off's clock: a slow mail server must not
