@@ -67,6 +67,7 @@ from web.deps import (
     visible_referral,
 )
 from web.errors import API_PREFIX, ApiError, install_error_handlers
+from web.notify_callbacks import router as notify_callbacks_router
 from web.ops import ops
 from web.referral_page import router as referral_page_router
 from web.security import SecurityHeaders
@@ -349,6 +350,7 @@ def create_app(
     app.include_router(router)
     app.include_router(batch_router)
     app.include_router(admin_router)
+    app.include_router(notify_callbacks_router)
     app.include_router(ops)
     app.include_router(ack_router)
     app.include_router(sign_in_router)

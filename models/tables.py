@@ -147,7 +147,7 @@ class OutboxMessage(Base):
     resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: GOV.UK Notify only: recipient -> Notify's notification id, recorded as each one is taken.
     provider_ids: Mapped[dict[str, Any] | None]
-    #: GOV.UK Notify only: recipient -> the last delivery status its callback reported.
+    #: GOV.UK Notify only: recipient -> the delivery statuses its callbacks reported, in order.
     provider_status: Mapped[dict[str, Any] | None]
 
 

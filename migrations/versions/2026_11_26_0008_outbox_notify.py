@@ -3,8 +3,8 @@
 - outbox_message.provider_ids: GOV.UK Notify's notification id per recipient (Notify takes one
   recipient per request), recorded as soon as Notify answers, so a retried attempt sends only to
   the recipients not yet taken;
-- outbox_message.provider_status: the delivery status Notify's callback last reported per
-  recipient (delivered, permanent-failure, temporary-failure, technical-failure).
+- outbox_message.provider_status: the delivery statuses Notify's callbacks reported per
+  recipient, in order (delivered, permanent-failure, temporary-failure, technical-failure).
 
 Revision ID: 0008
 Revises: 0007
