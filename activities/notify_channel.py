@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 API_KEY = re.compile(rf"^(?P<name>.+)-(?P<service_id>{UUID})-(?P<secret>{UUID})$")
 #: Per request: well inside the activity's 30 s start-to-close timeout, with room to record.
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 8.0
 #: A Retry-After longer than this is cut short: the activity's retry backoff caps at 5 minutes
 #: too, and a referral's escalation must not wait on a rate limit for longer than that.
 MAX_RETRY_AFTER = 300.0

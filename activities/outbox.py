@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,9 @@ FINAL_STATUSES = frozenset({"sent", "stored", "rejected"})
 CLAIM_LEASE = timedelta(seconds=60)
 CLAIM_POLL_SECONDS = 0.2
 SMTP_TIMEOUT = 20.0
+#: Of an attempt's 30 s, how long Notify requests may take (one per recipient): the rest is
+#: left for recording, so an attempt is never cancelled mid-request by its own timeout.
+NOTIFY_ATTEMPT_BUDGET = 20.0
 #: How long a delivered message's record is retried while the database refuses it.
 RECORD_PATIENCE = timedelta(seconds=20)
 
@@ -254,6 +258,7 @@ class Outbox:
         ids: dict[str, str] = dict(row.provider_ids or {})
         refused: dict[str, tuple[int, str]] = {a: (int(c), "") for a, c in (row.rejected or {}).items()}
         pending = [a for a in row.recipients if a not in ids and a not in refused]
+        deadline = time.monotonic() + NOTIFY_ATTEMPT_BUDGET
         in_flight = False
         try:
             if pending and row.resends:
@@ -262,6 +267,11 @@ class Outbox:
                 ids.update({a: held[a.lower()] for a in pending if a.lower() in held})
                 pending = [a for a in pending if a not in ids]
             for address in pending:
+                if time.monotonic() + self.notify.timeout > deadline:
+                    # Another request might outlive the activity's timeout: the rest go next attempt.
+                    late = "the attempt's time is used up; the other recipients go next attempt"
+                    await self._release(row, claim, late, uncertain=False, progress=_progress(ids, refused))
+                    raise NotifyUnavailable(late)
                 in_flight = True
                 outcome = await self.notify.send(
                     to=address, kind=row.kind, subject=row.subject, body=row.body, reference=row.key

@@ -253,3 +253,24 @@ class TestRetries:
         assert len(fake.to(MANAGER)) == 1 and len(fake.to(REFERRER)) == 1
         row = await outbox_row(sessions, email.key)
         assert row.provider_ids == {MANAGER: fake.to(MANAGER)[0]["id"], REFERRER: fake.to(REFERRER)[0]["id"]}
+
+    async def test_an_attempt_stops_before_outliving_its_timeout(
+        self,
+        sessions: Sessions,
+        links: AckLinks,
+        notify_server: tuple[FakeNotify, str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        fake, url = notify_server
+        # Requests may take 2 s each and the attempt has 2.3 s: after one slow answer, no room
+        # is left for another request, which goes to the next attempt instead.
+        monkeypatch.setattr("activities.outbox.NOTIFY_ATTEMPT_BUDGET", 2.3)
+        fake.script.append(Scripted(hold=0.5))
+        acts = notify_acts(sessions, links, url, timeout=2.0)
+        email = email_input()
+        with pytest.raises(NotifyUnavailable, match="time is used up"):
+            await send(acts, email)
+        row = await outbox_row(sessions, email.key)
+        assert row.status == "pending" and list(row.provider_ids or {}) == [MANAGER] and row.resends == 0
+        assert (await send(acts, email)).status == "sent"
+        assert [n["email_address"] for n in fake.notifications] == [MANAGER, REFERRER]
