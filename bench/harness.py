@@ -555,7 +555,8 @@ async def stack(
                 try:
                     yield result
                 finally:
-                    services += result.extra
+                    # Restarted workers are new Service objects: stop whatever the stack holds now.
+                    services = [*services, *result.workers, *result.apis, *result.extra]
                     for service in reversed(services):
                         service.stop()
                     services = []
