@@ -13,10 +13,11 @@ from commands import ReferralCommands
 from models import identity
 from models.enums import EventType, MessageKind, Outcome
 from models.notify_payloads import DeliveryStatus, DeliveryStatusInput
-from models.payloads import DecisionInput, EmailInput, ReferralState
+from models.payloads import DecisionInput, EmailInput, ReferralEvent, ReferralState
 from tests.conftest import FRONT_DOOR, POLICE, sample_details
 from tests.workflows.conftest import FakeSideEffects, Harness
 from tests.workflows.test_referral_delivery_failure import MASH_MANAGER, PPU, REFERRER, policy_with_fallback
+from web.chronology import describe
 from workflows.referral import ReferralWorkflow
 
 
@@ -109,3 +110,24 @@ class TestDeliveryStatus:
         state = await until(h, rid, lambda s: len(statuses(s)) == 5)
         assert len([s for s in h.fakes.emails if s.email.undelivered_to]) == 1
         assert statuses(state).count("permanent-failure") == 2
+
+    async def test_described_in_words(self, receipts: Harness) -> None:
+        event = ReferralEvent(
+            seq=9,
+            type=EventType.DELIVERY_STATUS,
+            at=await receipts.env.get_current_time(),
+            handoff_seq=1,
+            data={
+                "kind": "outcome",
+                "step": 0,
+                "repeat": 0,
+                "to": [REFERRER],
+                "status": "permanent-failure",
+                "notification_id": "n-1",
+                "fallback": [MASH_MANAGER, PPU],
+            },
+        )
+        entry = describe(event, lambda team: team or "", lambda at: at.isoformat())
+        assert entry.what == "Email bounced (permanent failure): outcome"
+        assert entry.recipients == [REFERRER]
+        assert f"Sent instead to {MASH_MANAGER}, {PPU}" in entry.details
