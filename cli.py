@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import signal
 import socket
@@ -77,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that may have started Temporal's client runtime (its threads live in Rust).
+TEMPORAL_COMMANDS = frozenset({"worker", "api", "dev", "codec-server"})
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once after a fatal error, without interpreter finalization.
+
+    A Temporal client that failed to connect leaves the SDK's runtime threads running; Python
+    finalizing under them can abort with "PyGILState_Release: thread state ... must be
+    current" and a stack dump after our one-line error. Nothing is left to clean up here.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
@@ -109,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_dev(settings, args.host, args.port, args.temporal_port))
     except (ConfigError, PolicyError, Fatal) as exc:
         print(f"referrals: {exc}", file=sys.stderr)
+        if args.command in TEMPORAL_COMMANDS:
+            _exit_now(2)
         return 2
     except KeyboardInterrupt:
         return 0

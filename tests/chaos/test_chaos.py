@@ -495,7 +495,8 @@ async def test_no_referral_lost_and_no_escalation_sent_twice(chaos: Chaos) -> No
             if chaos.mailbox.when(m) > decisions[s.id] + timedelta(seconds=1)
         ]
         assert not late, f"{s.reference} escalated after its decision"
-        assert len(chaos.mailbox.of_kind("outcome", s.reference)) == 1, s.reference
+        # One outcome message (copies of it after an unknown outcome are judged above).
+        assert len({m.message_id for m in chaos.mailbox.of_kind("outcome", s.reference)}) == 1, s.reference
 
     # No request was answered 500 (503 while a dependency was down is fine: the client retried).
     assert not [code for code in chaos.figures.statuses if code >= 500 and code != 503], (
