@@ -4,6 +4,12 @@
 
 Each benchmark prints its own command line and figures; this prints a summary of the RESULT lines
 at the end. A benchmark that fails or outlives its time limit is reported and the rest still run.
+
+Run it from a tree nobody is editing: the workflow sandbox imports workflows/ from disk again for
+every new workflow, so a half-saved edit breaks a running benchmark's worker. From a clean copy:
+
+    git archive HEAD | tar -x -C /tmp/rt-src
+    cd /tmp/rt-src && PYTHONPATH=. /work/main/.venv/bin/python -m bench
 """
 
 from __future__ import annotations
