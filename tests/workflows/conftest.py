@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,13 +24,25 @@ from tests.conftest import ROOT, TEMPORAL_TEST_SERVER
 from workflows.referral import ReferralWorkflow
 
 
-@pytest_asyncio.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """One time-skipping server for the session (never downloaded)."""
+@contextlib.asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server of its own (never downloaded)."""
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEMPORAL_TEST_SERVER),
         data_converter=pydantic_data_converter,
     ) as environment:
+        yield environment
+
+
+@pytest_asyncio.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server for the session.
+
+    A module whose tests skip hours of time, or leave referrals open with timers pending,
+    overrides `env` with a server of its own (`time_skipping_server`): the shared server's clock
+    must stay near the wall clock, and later tests must not skip ahead to another test's timers.
+    """
+    async with time_skipping_server() as environment:
         yield environment
 
 

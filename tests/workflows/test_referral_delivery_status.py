@@ -15,10 +15,18 @@ from models.enums import EventType, MessageKind, Outcome
 from models.notify_payloads import DeliveryStatus, DeliveryStatusInput
 from models.payloads import DecisionInput, EmailInput, ReferralEvent, ReferralState
 from tests.conftest import FRONT_DOOR, POLICE, sample_details
-from tests.workflows.conftest import FakeSideEffects, Harness
+from tests.workflows.conftest import FakeSideEffects, Harness, time_skipping_server
 from tests.workflows.test_referral_delivery_failure import MASH_MANAGER, PPU, REFERRER, policy_with_fallback
 from web.chronology import describe
 from workflows.referral import ReferralWorkflow
+
+
+@pytest_asyncio.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own: its tests leave referrals open with ladder
+    timers pending (see conftest's `env`)."""
+    async with time_skipping_server() as environment:
+        yield environment
 
 
 @pytest_asyncio.fixture
