@@ -27,6 +27,7 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 from activities.deadlines import DeadlineActivities
+from activities.early_help import CaseSystemActivities
 from activities.notify import NotifyActivities
 from activities.notify_channel import NotifyChannel
 from activities.outbox import SmtpTarget
@@ -85,6 +86,9 @@ def activities_for(
         notify.send_email,
         retention.purge_closed_referrals,
     ]
+    if policy.integrations.early_help.lookup_url is not None:
+        # Plans ask for lookups only while a case system is configured: no activity, no lookups.
+        activities.append(CaseSystemActivities(policy.integrations.early_help).lookup)
     if client is not None:
         reconcile = ReconcileActivities(
             sessions, client, admin_emails=settings.admin_emails, mail_from=settings.mail_from, smtp=smtp

@@ -7,7 +7,7 @@ from datetime import datetime
 from temporalio import activity
 
 from activities.calendar import WorkingCalendar
-from models.enums import StepKind
+from models.enums import StepKind, Team
 from models.payloads import HandoffPlan, PlanHandoffInput, PlannedSend
 from models.policy import Policy, Step, TeamPolicy
 
@@ -37,8 +37,15 @@ class DeadlineActivities:
         extra = self.policy.delivery.fallback_email
         if extra is not None and extra not in fallback:
             fallback.append(extra)
+        case_system = self.policy.integrations.early_help
+        lookup = input.team == Team.EARLY_HELP and case_system.lookup_url is not None
         return HandoffPlan(
-            due_at=due, team_name=team.name, team_email=team.email, sends=sends, fallback=fallback
+            due_at=due,
+            team_name=team.name,
+            team_email=team.email,
+            sends=sends,
+            fallback=fallback,
+            lookup_every=case_system.poll_every.as_timedelta() if lookup else None,
         )
 
     def _expand(

@@ -6,7 +6,7 @@ the environment or the network, and no validator may depend on today's date.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -151,6 +151,9 @@ class HandoffPlan(Strict):
     #: Who gets a message instead when the mail server rejects its addressee: the team's
     #: manager and the policy's fallback mailbox. Empty in plans recorded before it existed.
     fallback: list[str] = []
+    #: How often to ask the team's case system for a record while the hand-off is open (None:
+    #: no case system configured, or a plan recorded before it existed).
+    lookup_every: timedelta | None = None
 
 
 class HandoffState(BaseModel):
@@ -163,6 +166,7 @@ class HandoffState(BaseModel):
     due_at: datetime
     plan: list[PlannedSend]
     fallback: list[str] = []
+    lookup_every: timedelta | None = None
     done: list[tuple[int, int]] = []
     escalation_level: int = 0
     closed_at: datetime | None = None

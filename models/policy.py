@@ -378,6 +378,78 @@ class DeliveryPolicy(BaseModel):
     fallback_email: Email | None = None
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LOOKUP_FIELDS = frozenset({"reference", "police_reference", "referral_id"})
+
+
+def _check_env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError("must be the name of an environment variable (letters, digits, _)")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+
+
+class CaseSystemPolicy(BaseModel):
+    """Early Help's case system (e.g. Liquidlogic EHM, Mosaic): looked up, and able to push.
+
+    Secrets are never in the file: it names the environment variables that hold them.
+    """
+
+    model_config = _FROZEN
+
+    #: GET this URL while an Early Help hand-off is open; `{reference}`, `{police_reference}`
+    #: and `{referral_id}` are filled in (URL-encoded). No child data is ever put in it.
+    lookup_url: str | None = None
+    #: The environment variable holding the lookup's `Authorization` header value.
+    lookup_auth_env: EnvName | None = None
+    #: Where the record id is in the JSON answer, dotted (`cases.0.id`); absent or null: none yet.
+    record_id_path: str = "record_id"
+    #: How often to look while the hand-off is open (elapsed time, at least a minute).
+    poll_every: DurationField = Duration(working=False, seconds=900)
+    #: The environment variable holding the HMAC key of the inbound webhook
+    #: (POST /api/v1/integrations/early-help/records); unset: the webhook is off.
+    webhook_secret_env: EnvName | None = None
+
+    @field_validator("lookup_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        names = set(re.findall(r"{([^{}]*)}", value))
+        if unknown := names - _LOOKUP_FIELDS:
+            raise ValueError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}}: use {{reference}}, "
+                "{police_reference} or {referral_id}"
+            )
+        return value
+
+    @field_validator("poll_every")
+    @classmethod
+    def _elapsed(cls, value: Duration) -> Duration:
+        if value.working or value.seconds < 60:
+            raise ValueError('must be elapsed time of at least a minute, e.g. "PT15M"')
+        return value
+
+    @field_validator("record_id_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value or any(not part for part in value.split(".")):
+            raise ValueError('must name keys (or list indexes) separated by dots, e.g. "cases.0.id"')
+        return value
+
+
+class IntegrationsPolicy(BaseModel):
+    """Other systems the service talks to."""
+
+    model_config = _FROZEN
+
+    early_help: CaseSystemPolicy = CaseSystemPolicy()
+
+
 class Policy(BaseModel):
     """The whole policy: calendar, the four teams and their hand-off ladders."""
 
@@ -385,6 +457,7 @@ class Policy(BaseModel):
 
     calendar: CalendarPolicy = CalendarPolicy()
     delivery: DeliveryPolicy = DeliveryPolicy()
+    integrations: IntegrationsPolicy = IntegrationsPolicy()
     teams: dict[Team, TeamPolicy]
     handoffs: dict[Team, HandoffPolicy]
 

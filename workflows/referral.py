@@ -12,6 +12,7 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.referral_emails import (
@@ -21,6 +22,7 @@ from workflows.referral_emails import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from models.early_help_payloads import CASE_SYSTEM, LookupInput, LookupResult
     from models.enums import (
         OUTCOME_TEAM,
         DeclineReason,
@@ -52,6 +54,9 @@ with workflow.unsafe.imports_passed_through():
 # How long an Update waits for the read model before answering "accepted, not yet listed".
 SETTLE_TIMEOUT = timedelta(seconds=5)
 
+#: A few quick retries of a lookup; after that the next interval asks again.
+LOOKUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
+LOOKUP_NOTE = "Found in the Early Help case system by lookup"
 NOT_AWAITING = "NotAwaiting"
 CONFLICT = "Conflict"
 
@@ -94,6 +99,9 @@ class ReferralWorkflow(ReferralEmails):
         while True:
             handoff = await self._open(team)
             self._transitioning = False
+            if handoff.lookup_every is not None:
+                # Raced with the team's own acknowledgement; ends when the hand-off closes.
+                self._pending.append(asyncio.create_task(self._look_up_record(handoff)))
             await self._watch(handoff)
             next_team = await self._after(handoff)
             if next_team is None:
@@ -170,18 +178,19 @@ class ReferralWorkflow(ReferralEmails):
     async def acknowledge(self, input: AcknowledgeInput) -> UpdateResult:
         """A receiving team records the referral; its hand-off is done."""
         handoff = self._open_handoff(input.team)
+        self._acknowledged(handoff, input.record_id, input.actor, input.note)
+        return UpdateResult(projected=await self._settle(), state=self._state)
+
+    def _acknowledged(self, handoff: HandoffState, record_id: str, actor: Actor, note: str) -> None:
         self._transitioning = True
-        self._close_handoff(
-            handoff, result="acknowledged", actor=input.actor, note=input.note, record=input.record_id
-        )
-        self._state.record_id = input.record_id
+        self._close_handoff(handoff, result="acknowledged", actor=actor, note=note, record=record_id)
+        self._state.record_id = record_id
         self._event(
             EventType.ACKNOWLEDGED,
-            actor=input.actor,
+            actor=actor,
             handoff=handoff,
-            data={"record_id": input.record_id, "note": input.note or None},
+            data={"record_id": record_id, "note": note or None},
         )
-        return UpdateResult(projected=await self._settle(), state=self._state)
 
     @acknowledge.validator
     def _validate_acknowledge(self, input: AcknowledgeInput) -> None:
@@ -234,6 +243,7 @@ class ReferralWorkflow(ReferralEmails):
             due_at=plan.due_at,
             plan=plan.sends,
             fallback=plan.fallback,
+            lookup_every=plan.lookup_every,
         )
         self._state.handoffs.append(handoff)
         self._state.status = (
@@ -312,6 +322,38 @@ class ReferralWorkflow(ReferralEmails):
         if copy is not None:
             # Beside the ladder, like outcome feedback: the next step must not wait on it.
             self._pending.append(asyncio.create_task(self._send_fallback(handoff, copy)))
+
+    async def _look_up_record(self, handoff: HandoffState) -> None:
+        """Every `lookup_every` while the hand-off is open, ask the team's case system for a record.
+
+        A record found acknowledges the hand-off with its id, exactly as the team would; if the
+        team acknowledged meanwhile, the lookup's answer is ignored. A case system that does not
+        answer is asked again at the next interval (the ladder goes on regardless).
+        """
+        assert handoff.lookup_every is not None
+        while handoff.closed_at is None:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: handoff.closed_at is not None, timeout=handoff.lookup_every
+                )
+            if handoff.closed_at is not None:
+                return
+            try:
+                found: LookupResult = await workflow.execute_activity(
+                    "lookup_case_record",
+                    LookupInput(
+                        referral_id=self._input.referral_id,
+                        reference=self._input.reference,
+                        police_reference=self._input.details.police_reference,
+                    ),
+                    result_type=LookupResult,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=LOOKUP_RETRY,
+                )
+            except ActivityError:
+                continue
+            if found.record_id is not None and handoff.closed_at is None and not self._transitioning:
+                self._acknowledged(handoff, found.record_id, CASE_SYSTEM, LOOKUP_NOTE)
 
     async def _after(self, handoff: HandoffState) -> Team | None:
         """The next team after a closed hand-off, or None when the referral closes."""
