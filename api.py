@@ -66,6 +66,8 @@ from web.deps import (
     require,
     visible_referral,
 )
+from web.early_help_hook import router as early_help_hook_router
+from web.early_help_hook import webhook_secret
 from web.errors import API_PREFIX, ApiError, install_error_handlers
 from web.notify_callbacks import router as notify_callbacks_router
 from web.ops import ops
@@ -334,6 +336,8 @@ def create_app(
     app.state.links_secret = secret
     app.state.settings = settings
     app.state.token_cache = TokenCache()
+    # Checked at start: a policy naming a webhook secret that is not set stops the API.
+    app.state.case_system_secret = webhook_secret(policy.integrations.early_help)
     app.state.browser_sessions = Sessions(secret, secure=settings.public_url.startswith("https://"))
     install_error_handlers(app)
     calendar = WorkingCalendar(policy.calendar)
@@ -351,6 +355,7 @@ def create_app(
     app.include_router(batch_router)
     app.include_router(admin_router)
     app.include_router(notify_callbacks_router)
+    app.include_router(early_help_hook_router)
     app.include_router(ops)
     app.include_router(ack_router)
     app.include_router(sign_in_router)

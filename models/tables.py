@@ -245,3 +245,14 @@ class ReconcileRun(Base):
     next_row_cursor: Mapped[str | None] = mapped_column(String(32))
     #: Where the next run's scan of running workflows resumes: those started before this instant.
     next_workflow_cursor: Mapped[datetime | None]
+
+
+class WebhookReceipt(Base):
+    """A signed request from Early Help's case system, kept a day so it cannot be replayed."""
+
+    __tablename__ = "webhook_receipt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: SHA-256 of the request's signature.
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
