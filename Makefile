@@ -31,7 +31,8 @@ lint: $(STAMP)
 	$(BIN)/mypy .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.dashboard
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m bench
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
