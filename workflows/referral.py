@@ -56,6 +56,7 @@ SETTLE_TIMEOUT = timedelta(seconds=5)
 
 #: A few quick retries of a lookup; after that the next interval asks again.
 LOOKUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
+LOOKUP_GIVE_UP = timedelta(minutes=5)
 LOOKUP_NOTE = "Found in the Early Help case system by lookup"
 NOT_AWAITING = "NotAwaiting"
 CONFLICT = "Conflict"
@@ -348,6 +349,9 @@ class ReferralWorkflow(ReferralEmails):
                     ),
                     result_type=LookupResult,
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    # Bounded however the lookup is (not) served: a closing referral waits for an
+                    # in-flight lookup before it finishes.
+                    schedule_to_close_timeout=LOOKUP_GIVE_UP,
                     retry_policy=LOOKUP_RETRY,
                 )
             except ActivityError:

@@ -182,3 +182,31 @@ async def test_no_case_system_no_lookups(harness: Harness) -> None:
     handle = harness.client.get_workflow_handle(f"referral-{rid}")
     while (await handle.describe()).status != WorkflowExecutionStatus.COMPLETED:
         await harness.env.sleep(timedelta(minutes=1))
+
+
+async def test_a_worker_without_the_lookup_does_not_keep_the_referral_open(harness: Harness) -> None:
+    """The case system taken out of the policy while a plan still asks: the worker refuses the
+    lookups (not registered), the workflow waits for the next interval, the referral finishes."""
+    queue = f"test-{uuid.uuid4()}"
+    worker = Worker(
+        harness.client,
+        task_queue=queue,
+        workflows=[ReferralWorkflow],
+        # No lookup_case_record: the worker fails its tasks as not registered.
+        activities=[
+            DeadlineActivities(CASE_SYSTEM_POLICY).plan_handoff,
+            harness.fakes.send_email,
+            harness.fakes.project_referral,
+        ],
+    )
+    async with worker:
+        unserved = CaseSystemHarness(harness, ReferralCommands(harness.client, queue), FakeCaseSystem())
+        rid = await unserved.to_early_help("NP-LOOKUP-UNSERVED")
+        await harness.env.sleep(POLL + timedelta(minutes=1))  # a lookup is waiting for a worker
+        await unserved.commands.acknowledge(
+            rid, AcknowledgeInput(team=Team.EARLY_HELP, record_id="EH-3", actor=EARLY_HELP)
+        )
+
+        state = await unserved.final(rid, within=timedelta(hours=1))
+
+    assert state.record_id == "EH-3"
