@@ -49,8 +49,9 @@ router = APIRouter(prefix=API_PREFIX)
 
 #: Items per request: a batch must finish well within a proxy's request timeout.
 MAX_BATCH = 500
-#: Items submitted to Temporal at once. The embedded dev server takes ~30 intakes/s end to end
-#: on two cores; more in flight only queues there and makes a batch's first answers slower.
+#: Items submitted to Temporal at once. The embedded dev server levels off at 10-25 intakes/s
+#: end to end on two cores (BENCHMARKS.md); more in flight only queues there and makes a batch's
+#: first answers slower.
 BATCH_CONCURRENCY = 8
 RETRY_AFTER = "5"
 
