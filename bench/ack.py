@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 import uuid
 
 from temporalio.client import Client
@@ -149,11 +148,7 @@ def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     if args.acks is None:
         args.acks = 60 if args.quick else 500
-    print("command: " + harness.command_line("bench.ack", argv), flush=True)
-    started = time.monotonic()
-    for line in harness.run_main(run(args)):
-        print(line, flush=True)
-    print(f"bench.ack took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+    harness.report("bench.ack", argv, run(args))
 
 
 if __name__ == "__main__":

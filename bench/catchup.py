@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -221,11 +220,7 @@ def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     if args.handoffs is None:
         args.handoffs = 200 if args.quick else 5000
-    print("command: " + harness.command_line("bench.catchup", argv), flush=True)
-    started = time.monotonic()
-    for line in harness.run_main(run(args)):
-        print(line, flush=True)
-    print(f"bench.catchup took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+    harness.report("bench.catchup", argv, run(args))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ def run_main(main: Coroutine[Any, Any, T]) -> T:
         raise SystemExit("interrupted; processes stopped and the database dropped") from None
 
 
+def report(module: str, argv: list[str], main: Coroutine[Any, Any, list[str]]) -> None:
+    """Print the command that reproduces the run, each line of its figures, and how long it took."""
+    print("command: " + command_line(module, argv), flush=True)
+    started = time.monotonic()
+    for line in run_main(main):
+        print(line, flush=True)
+    print(f"{module} took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+
+
 def command_line(module: str, argv: list[str]) -> str:
     """The exact command that reproduces this run."""
     return " ".join([".venv/bin/python -m", module, *(shlex.quote(a) for a in argv)])

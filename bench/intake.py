@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -157,11 +156,7 @@ def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     if args.referrals is None:
         args.referrals = 200 if args.quick else 2000
-    print("command: " + harness.command_line("bench.intake", argv), flush=True)
-    started = time.monotonic()
-    for line in harness.run_main(run(args)):
-        print(line, flush=True)
-    print(f"bench.intake took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+    harness.report("bench.intake", argv, run(args))
 
 
 if __name__ == "__main__":

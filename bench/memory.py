@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import re
 import sys
-import time
 import uuid
 
 from temporalio.client import Client
@@ -115,11 +114,7 @@ def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     if args.parked is None:
         args.parked = "100,500" if args.quick else "1000,10000"
-    print("command: " + harness.command_line("bench.memory", argv), flush=True)
-    started = time.monotonic()
-    for line in harness.run_main(run(args)):
-        print(line, flush=True)
-    print(f"bench.memory took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+    harness.report("bench.memory", argv, run(args))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -145,11 +144,7 @@ def main(argv: list[str]) -> None:
         args.referrals = 150 if args.quick else 2000
     if args.quick:
         args.resubmit = min(args.resubmit, 50)
-    print("command: " + harness.command_line("bench.scaleout", argv), flush=True)
-    started = time.monotonic()
-    for line in harness.run_main(run(args)):
-        print(line, flush=True)
-    print(f"bench.scaleout took {time.monotonic() - started:.0f} s (shared 2-core machine)", flush=True)
+    harness.report("bench.scaleout", argv, run(args))
 
 
 if __name__ == "__main__":
