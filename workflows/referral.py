@@ -53,6 +53,9 @@ with workflow.unsafe.imports_passed_through():
 
 # How long an Update waits for the read model before answering "accepted, not yet listed".
 SETTLE_TIMEOUT = timedelta(seconds=5)
+#: Updates wait for the version at which the next hand-off (or the close) was in place, not
+#: for whatever came after it (the feedback email's record): histories before it waited longer.
+SETTLE_ON_READY_PATCH = "settle-on-ready-version"
 
 #: A few quick retries of a lookup; after that the next interval asks again.
 LOOKUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
@@ -88,6 +91,8 @@ class ReferralWorkflow(ReferralEmails):
         # True while a decision or acknowledgement has been taken and the next hand-off
         # (or the close) is not yet in place; Updates wait for it to answer consistently.
         self._transitioning = True
+        # The state's version when the last transition ended: what an Update waits to see listed.
+        self._ready_version = 0
         # Feedback emails still in flight; the workflow finishes only after they are sent.
         self._pending: list[asyncio.Task[None]] = []
 
@@ -99,7 +104,7 @@ class ReferralWorkflow(ReferralEmails):
         team = Team.FRONT_DOOR
         while True:
             handoff = await self._open(team)
-            self._transitioning = False
+            self._ready()
             if handoff.lookup_every is not None:
                 # Raced with the team's own acknowledgement; ends when the hand-off closes.
                 self._pending.append(asyncio.create_task(self._look_up_record(handoff)))
@@ -111,7 +116,7 @@ class ReferralWorkflow(ReferralEmails):
         self._state.status = Status.CLOSED
         self._state.closed_at = workflow.now()
         self._event(EventType.CLOSED)
-        self._transitioning = False
+        self._ready()
         await asyncio.gather(*self._pending)
         await workflow.wait_condition(
             lambda: self._projected_version >= self._state.version and workflow.all_handlers_finished()
@@ -419,12 +424,24 @@ class ReferralWorkflow(ReferralEmails):
         )
         self._state.version += 1
 
+    def _ready(self) -> None:
+        """The next hand-off (or the close) is in place: Updates may answer once it is listed."""
+        self._transitioning = False
+        self._ready_version = self._state.version
+
     async def _settle(self) -> bool:
-        """Wait (bounded) until the next hand-off is open and the read model has caught up."""
+        """Wait (bounded) until the next hand-off is open and the read model shows it."""
+        # Patched: the Update's own change and the transition it started, not the emails after it.
+        asked = self._state.version if workflow.patched(SETTLE_ON_READY_PATCH) else None
+
+        def listed() -> bool:
+            if asked is None:
+                return self._projected_version >= self._state.version
+            return self._projected_version >= max(asked, self._ready_version)
+
         try:
             await workflow.wait_condition(
-                lambda: not self._transitioning and self._projected_version >= self._state.version,
-                timeout=SETTLE_TIMEOUT,
+                lambda: not self._transitioning and listed(), timeout=SETTLE_TIMEOUT
             )
         except TimeoutError:
             return False

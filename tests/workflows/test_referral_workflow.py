@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
 
-from commands import CommandError
+from activities.deadlines import DeadlineActivities
+from commands import CommandError, ReferralCommands
+from models import identity
 from models.enums import DeclineReason, EventType, Outcome, Status, Team
-from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput
+from models.payloads import (
+    AcknowledgeInput,
+    DecisionInput,
+    DeclineInput,
+    EmailInput,
+    EmailResult,
+    ProjectInput,
+)
+from models.policy import load_policy
 from tests.conftest import EARLY_HELP, FRONT_DOOR, POLICE, sample_details
-from tests.workflows.conftest import Harness
+from tests.workflows.conftest import FakeSideEffects, Harness
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -259,3 +273,58 @@ class TestIntake:
         assert seqs == list(range(1, len(seqs) + 1)), "each event projected exactly once, in order"
         assert mine[0].details.children[0].family_name == "Quixotic"
         assert mine[-1].state.version == intake.state.version
+
+
+class SlowClosedProjection(FakeSideEffects):
+    """Outcome emails take a second; projections of a closed referral take two."""
+
+    @activity.defn(name="send_email")
+    async def send_email(self, input: EmailInput) -> EmailResult:
+        """Send after a second: the email lands while the close is being projected."""
+        if input.kind.value == "outcome":
+            await asyncio.sleep(1)
+        return await super().send_email(input)
+
+    @activity.defn(name="project_referral")
+    async def project_referral(self, input: ProjectInput) -> None:
+        """Record the projection, slowly once the referral is closed."""
+        if input.state.status == Status.CLOSED:
+            await asyncio.sleep(2)
+        self.projections.append(input)
+
+
+class TestSettle:
+    """An Update answers once its own change is listed, not after the emails that follow it."""
+
+    async def test_acknowledgement_does_not_wait_for_the_feedback_emails_projection(
+        self, env: WorkflowEnvironment, received_at: datetime
+    ) -> None:
+        fakes = SlowClosedProjection()
+        queue = f"test-{uuid.uuid4()}"
+        h = Harness(
+            env.client,
+            ReferralCommands(env.client, queue),
+            fakes,
+            env,
+            queue,
+            DeadlineActivities(load_policy(None)),
+        )
+        async with h.worker():
+            details = sample_details("NP-SETTLE")
+            intake = await h.commands.submit(details, actor=POLICE, received_at=received_at)
+            rid = intake.state.referral_id
+            await h.commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
+            acked = await h.commands.acknowledge(
+                rid, AcknowledgeInput(team=Team.EARLY_HELP, record_id="EH-1", actor=EARLY_HELP)
+            )
+            closed_when_answered = [p for p in fakes.projections if p.state.status == Status.CLOSED]
+            assert acked.projected
+            assert acked.state.status == Status.CLOSED
+            # The close is listed; the outcome email sent meanwhile is projected after the answer
+            # (before the patch, the Update waited for that second, slow projection too).
+            assert len(closed_when_answered) == 1
+            assert EventType.CLOSED in [e.type for e in closed_when_answered[0].state.events]
+            await h.client.get_workflow_handle(identity.workflow_id(rid)).result()
+            last = fakes.projections[-1].state
+            assert last.status == Status.CLOSED
+            assert last.events[-1].type == EventType.EMAIL_SENT, "the email is still listed before the end"
