@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config import Fatal, Settings
-from models.enums import Role, Team
+from models.enums import LOCAL_TEAMS, Role
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,7 @@ def add_users_parser(sub: Any) -> None:
     create.add_argument("--name", required=True)
     create.add_argument("--email", required=True)
     create.add_argument("--force")
-    create.add_argument("--team", choices=[t.value for t in Team])
+    create.add_argument("--team", choices=[t.value for t in LOCAL_TEAMS])  # another authority has no users
     create.add_argument(
         "--expires-in-days", type=_days, help="the token expires after N days (default never)"
     )

@@ -39,6 +39,13 @@ class Team(StrEnum):
     EARLY_HELP = "early_help"
     SOCIAL_CARE = "social_care"
     OTHER_AGENCY = "other_agency"
+    #: Another local authority's front door, after a transfer (the child lives there).
+    OTHER_AUTHORITY = "other_authority"
+
+
+#: Teams of this authority, each with a `[teams.<team>]` section in the policy. Another
+#: authority's addresses come from `[authorities.<code>]` instead.
+LOCAL_TEAMS: tuple[Team, ...] = (Team.FRONT_DOOR, Team.EARLY_HELP, Team.SOCIAL_CARE, Team.OTHER_AGENCY)
 
 
 class Outcome(StrEnum):
@@ -101,6 +108,8 @@ class EventType(StrEnum):
     DECIDED = "decided"
     ACKNOWLEDGED = "acknowledged"
     DECLINED = "declined"
+    #: The front door passed the referral to another local authority's front door.
+    TRANSFERRED = "transferred"
     EMAIL_SENT = "email_sent"
     STEPS_COLLAPSED = "steps_collapsed"
     DELIVERY_FAILED = "delivery_failed"
@@ -108,6 +117,9 @@ class EventType(StrEnum):
     DELIVERY_STATUS = "delivery_status"
     CLOSED = "closed"
 
+
+#: The result of a front-door hand-off closed by a transfer to another authority.
+TRANSFERRED = "transferred"
 
 #: Which team acknowledges a hand-off opened by each front-door outcome.
 OUTCOME_TEAM: dict[Outcome, Team] = {

@@ -121,6 +121,17 @@ class DeclineInput(Strict):
     actor: Actor
 
 
+class TransferInput(Strict):
+    """The front door passes the referral to another local authority's front door."""
+
+    #: The authority's code in the policy's [authorities] (checked by the API).
+    authority: Annotated[str, StringConstraints(min_length=1, max_length=32), Storable]
+    #: Its display name, recorded in the chronology as it was when the transfer was made.
+    authority_name: Text
+    note: Note = ""
+    actor: Actor
+
+
 class PlannedSend(Strict):
     """One send of one ladder step: step index, repeat number and absolute instant."""
 
@@ -139,6 +150,8 @@ class PlanHandoffInput(Strict):
     risk: Risk
     opened_at: datetime
     referrer_email: str
+    #: The receiving authority's code, for an `other_authority` hand-off.
+    authority: str | None = None
 
 
 class HandoffPlan(Strict):
@@ -167,6 +180,11 @@ class HandoffState(BaseModel):
     plan: list[PlannedSend]
     fallback: list[str] = []
     lookup_every: timedelta | None = None
+    #: The other authority (its code in the policy) of an `other_authority` hand-off, or the one
+    #: a front-door hand-off closed as "transferred" passed the referral to. None otherwise, and
+    #: in every state recorded before transfers existed.
+    authority: str | None = None
+    authority_name: str | None = None
     done: list[tuple[int, int]] = []
     escalation_level: int = 0
     closed_at: datetime | None = None
@@ -255,6 +273,9 @@ class EmailInput(Strict):
     due_at: datetime | None = None
     result: str | None = None
     record_id: str | None = None
+    #: The other authority a transfer went to (outcome feedback of a transfer, the ladder of
+    #: an `other_authority` hand-off); a name, never a child's details.
+    authority_name: str | None = None
     #: A fallback copy: the addresses that rejected the original message (named in its body).
     undelivered_to: list[str] = []
 

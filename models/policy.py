@@ -20,11 +20,12 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from models.enums import Risk, StepKind, Team
+from models.enums import LOCAL_TEAMS, Risk, StepKind, Team
 
 TEAM = "team"
 TEAM_MANAGER = "team_manager"
@@ -37,6 +38,7 @@ DEFAULT_TEAM_NAMES: dict[Team, str] = {
     Team.EARLY_HELP: "Early Help",
     Team.SOCIAL_CARE: "Children's social care",
     Team.OTHER_AGENCY: "Other agency",
+    Team.OTHER_AUTHORITY: "Another local authority",
 }
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -297,6 +299,58 @@ class TeamPolicy(BaseModel):
     name: str = ""
 
 
+def _check_local_team(value: Team) -> Team:
+    if value not in LOCAL_TEAMS:
+        raise ValueError(
+            f"{value.value} is not a team of this authority: list other authorities as"
+            " [authorities.<code>] with name, front_door and manager"
+        )
+    return value
+
+
+LocalTeam = Annotated[Team, AfterValidator(_check_local_team)]
+
+#: An authority's code: short, and safe in URLs, JSON and form values ("NNC", "west-northants").
+_AUTHORITY_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def _check_authority_code(value: str) -> str:
+    if not _AUTHORITY_CODE_RE.match(value):
+        raise ValueError(
+            f'{value!r} is not an authority code: use up to 32 letters, digits, - or _ (e.g. "NNC")'
+        )
+    return value
+
+
+def _check_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+AuthorityCode = Annotated[str, AfterValidator(_check_authority_code)]
+
+
+class AuthorityPolicy(BaseModel):
+    """Another local authority a referral can be transferred to: who must acknowledge it there.
+
+    In the `other_authority` hand-off's ladder, `team` is this authority's `front_door` and
+    `team_manager` its `manager` (its front door when it names none) and our own front door's
+    manager, who must hear of a transfer nobody has taken up.
+    """
+
+    model_config = _FROZEN
+
+    name: Annotated[str, Field(max_length=200), AfterValidator(_check_name)]
+    front_door: Email
+    manager: Email | None = None
+
+    @property
+    def manager_or_front_door(self) -> str:
+        """Where the authority's escalations go: its manager, else its front door."""
+        return self.manager or self.front_door
+
+
 def _parse_hours(value: Any) -> Any:
     if not isinstance(value, str):
         return value
@@ -458,13 +512,16 @@ class Policy(BaseModel):
     calendar: CalendarPolicy = CalendarPolicy()
     delivery: DeliveryPolicy = DeliveryPolicy()
     integrations: IntegrationsPolicy = IntegrationsPolicy()
-    teams: dict[Team, TeamPolicy]
+    #: Other local authorities a referral can be transferred to, by code (none: no transfers).
+    #: Before `handoffs`, whose check needs it.
+    authorities: dict[AuthorityCode, AuthorityPolicy] = {}
+    teams: dict[LocalTeam, TeamPolicy]
     handoffs: dict[Team, HandoffPolicy]
 
     @field_validator("teams")
     @classmethod
     def _all_teams(cls, value: dict[Team, TeamPolicy]) -> dict[Team, TeamPolicy]:
-        _require_all(value, "team")
+        _require_all(value, "team", LOCAL_TEAMS)
         return {
             team: tp if tp.name else tp.model_copy(update={"name": DEFAULT_TEAM_NAMES[team]})
             for team, tp in value.items()
@@ -472,8 +529,16 @@ class Policy(BaseModel):
 
     @field_validator("handoffs")
     @classmethod
-    def _all_handoffs(cls, value: dict[Team, HandoffPolicy]) -> dict[Team, HandoffPolicy]:
-        _require_all(value, "hand-off policy")
+    def _all_handoffs(
+        cls, value: dict[Team, HandoffPolicy], info: ValidationInfo
+    ) -> dict[Team, HandoffPolicy]:
+        _require_all(value, "hand-off policy", LOCAL_TEAMS)
+        if info.data.get("authorities") and Team.OTHER_AUTHORITY not in value:
+            raise ValueError(
+                "missing hand-off policy for other_authority: [authorities] lists authorities a"
+                " referral can be transferred to, so [handoffs.other_authority] must say how long"
+                " they have and whom to tell"
+            )
         return value
 
     def handoff(self, team: Team) -> HandoffPolicy:
@@ -490,9 +555,24 @@ class Policy(BaseModel):
         except (KeyError, ValueError):
             raise PolicyError(f"no team {team!r} in the policy") from None
 
+    def transfer_refusal(self, code: str) -> str | None:
+        """Why a referral cannot be transferred to `code` (None: it can), for a person to read."""
+        if not self.authorities:
+            return "no other authorities are configured: the policy needs [authorities.<code>] sections"
+        if code not in self.authorities:
+            return f"unknown authority {code!r} (use {', '.join(sorted(self.authorities))})"
+        return None
 
-def _require_all(value: dict[Team, Any], what: str) -> None:
-    missing = [team.value for team in Team if team not in value]
+    def authority(self, code: str) -> AuthorityPolicy:
+        """Another authority by its code (exact, as in the file)."""
+        try:
+            return self.authorities[code]
+        except KeyError:
+            raise PolicyError(f"no authority {code!r} in the policy") from None
+
+
+def _require_all(value: dict[Team, Any], what: str, teams: tuple[Team, ...]) -> None:
+    missing = [team.value for team in teams if team not in value]
     if missing:
         raise ValueError(f"missing {what} for {', '.join(missing)}")
 

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from activities.calendar import WorkingCalendar
 from models.enums import Team
-from models.policy import Policy
+from models.policy import DEFAULT_TEAM_NAMES, Policy
 
 WEB = Path(__file__).resolve().parent
 TEMPLATES = WEB / "templates"
@@ -42,6 +42,9 @@ class Site:
         if not team:
             return ""
         try:
+            if Team(team) == Team.OTHER_AUTHORITY:
+                # Each transfer names its own authority; this is the team's name in lists.
+                return DEFAULT_TEAM_NAMES[Team.OTHER_AUTHORITY]
             return self.policy.team(Team(team)).name
         except ValueError:
             return str(team)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.enums import Risk, StepKind, Team
+from models.enums import LOCAL_TEAMS, Risk, StepKind, Team
 from models.policy import (
     Duration,
     Offset,
@@ -64,7 +64,9 @@ class TestShippedPolicies:
 
     def test_default_has_all_four_teams_with_names(self) -> None:
         policy = load_policy(None)
-        assert set(policy.teams) == set(Team) == set(policy.handoffs)
+        assert set(policy.teams) == set(LOCAL_TEAMS)
+        assert set(policy.handoffs) == set(Team)  # with a transfer's ladder, and no authorities
+        assert policy.authorities == {}
         assert policy.team(Team.FRONT_DOOR).email == "mash@council.example"
         assert policy.team(Team.SOCIAL_CARE).name == "Children's social care"
 
