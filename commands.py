@@ -30,6 +30,7 @@ from models.payloads import (
     ReferralDetails,
     ReferralInput,
     ReferralState,
+    TransferInput,
     UpdateResult,
 )
 from workflows.referral import CONFLICT, NOT_AWAITING, ReferralWorkflow
@@ -149,6 +150,10 @@ class ReferralCommands:
     async def acknowledge(self, referral_id: str, input: AcknowledgeInput) -> UpdateResult:
         """A receiving team's acknowledgement with its record id."""
         return await self._update(referral_id, ReferralWorkflow.acknowledge, input)
+
+    async def transfer(self, referral_id: str, input: TransferInput) -> UpdateResult:
+        """The front door's transfer to another authority."""
+        return await self._update(referral_id, ReferralWorkflow.transfer, input)
 
     async def decline(self, referral_id: str, input: DeclineInput) -> UpdateResult:
         """Early Help's decline, back to the front door."""

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.outbox import CLAIM_LEASE, Outbox, SmtpTarget, message_id
-from models.enums import DeclineReason, MessageKind, Outcome, Team
+from models.enums import TRANSFERRED, DeclineReason, MessageKind, Outcome, Team
 from models.payloads import EmailInput, EmailResult
 from models.tables import OutboxMessage
 from web.links import AckLinks
@@ -57,6 +57,14 @@ def compose(input: EmailInput, links: AckLinks) -> tuple[str, str]:
     else:
         subject = f"{ref} outcome: {_outcome_text(input)}"
         lines = [f"Referral {ref}: {_outcome_text(input)}."]
+    if input.team == Team.OTHER_AUTHORITY and input.kind != MessageKind.OUTCOME:
+        # The other authority has no sign-in here: the link above is how it acknowledges.
+        lines += [
+            "",
+            "This referral was transferred to you because the child lives in your area. Our front",
+            "door will send you its details by your usual secure route; record it in your own",
+            "system and give that record's id at the link above.",
+        ]
     lines += ["", f"Referral page (sign-in needed): {page}", "", "This message holds no personal details."]
     if input.undelivered_to:
         # A fallback copy says whose mail server refused it, so the reader can reach them another way.
@@ -78,6 +86,8 @@ def _outcome_text(input: EmailInput) -> str:
             Outcome.SOCIAL_CARE.value: "the front door has passed it to children's social care",
             Outcome.OTHER_AGENCY.value: "the front door has passed it to another agency",
             Outcome.NO_FURTHER_ACTION.value: "the front door decided no further action",
+            TRANSFERRED: "the front door has transferred it to "
+            + (input.authority_name or "another local authority"),
         }
         return labels.get(result, f"the front door decided {result}")
     if result in {r.value for r in DeclineReason}:

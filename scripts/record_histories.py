@@ -27,7 +27,14 @@ from activities.deadlines import DeadlineActivities
 from commands import ReferralCommands
 from models import identity
 from models.enums import DeclineReason, EventType, Outcome, Role, Team
-from models.payloads import AcknowledgeInput, Actor, DecisionInput, DeclineInput, ReferralState
+from models.payloads import (
+    AcknowledgeInput,
+    Actor,
+    DecisionInput,
+    DeclineInput,
+    ReferralState,
+    TransferInput,
+)
 from models.policy import Policy, default_policy_text, load_policy, parse_policy
 from tests.conftest import EARLY_HELP, FRONT_DOOR, POLICE, ROOT, TEMPORAL_TEST_SERVER, sample_details
 from tests.workflows.conftest import FakeSideEffects, Harness
@@ -161,12 +168,35 @@ async def delivery_fallback(h: Harness) -> str:
     return await _finish(h, rid)
 
 
+async def transferred(h: Harness) -> str:
+    """The front door transfers to another authority, which is reminded, escalated to, then
+    acknowledges through its link. Recorded after transfers were added."""
+    now = await h.env.get_current_time()
+    intake = await h.commands.submit(sample_details("NP-REC-TRANSFER"), actor=POLICE, received_at=now)
+    rid = intake.state.referral_id
+    transfer = TransferInput(
+        authority="NNC", authority_name="North Northamptonshire Council", note="moved", actor=FRONT_DOOR
+    )
+    moved = await h.commands.transfer(rid, transfer)
+    assert moved.state.current is not None and moved.state.current.team == Team.OTHER_AUTHORITY
+    until = moved.state.current.due_at + timedelta(hours=1)
+    await h.env.sleep(until - await h.env.get_current_time())
+    by_link = Actor(user_id=f"ack-link:{rid}:2", name="emailed link", role=Role.FRONT_DOOR)
+    ack = AcknowledgeInput(team=Team.OTHER_AUTHORITY, record_id="NNC-000777", actor=by_link)
+    await h.commands.acknowledge(rid, ack)
+    return await _finish(h, rid)
+
+
 def _default() -> Policy:
     return load_policy()
 
 
 def _demo() -> Policy:
     return load_policy(ROOT / "policies" / "demo.toml")
+
+
+def _england() -> Policy:
+    return load_policy(ROOT / "policies" / "england.toml")
 
 
 def _with_fallback() -> Policy:
@@ -183,6 +213,7 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[], Policy]]] = {
     "collapsed_repeats": (collapsed_repeats, _demo),
     "duplicate_submission": (duplicate_submission, _default),
     "delivery_fallback": (delivery_fallback, _with_fallback),
+    "transferred": (transferred, _england),
 }
 
 

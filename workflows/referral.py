@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from models.early_help_payloads import CASE_SYSTEM, LookupInput, LookupResult
     from models.enums import (
         OUTCOME_TEAM,
+        TRANSFERRED,
         DeclineReason,
         EventType,
         MessageKind,
@@ -48,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         ReferralEvent,
         ReferralInput,
         ReferralState,
+        TransferInput,
         UpdateResult,
     )
 
@@ -95,6 +97,8 @@ class ReferralWorkflow(ReferralEmails):
         self._ready_version = 0
         # Feedback emails still in flight; the workflow finishes only after they are sent.
         self._pending: list[asyncio.Task[None]] = []
+        # The front door's transfer to another authority, once made: whom the next hand-off is to.
+        self._transfer: TransferInput | None = None
 
     @workflow.run
     async def run(self, input: ReferralInput) -> ReferralState:
@@ -181,6 +185,39 @@ class ReferralWorkflow(ReferralEmails):
             self._open_handoff(Team.FRONT_DOOR)
 
     @workflow.update
+    async def transfer(self, input: TransferInput) -> UpdateResult:
+        """The front door passes the referral to another authority's front door.
+
+        Closes the front-door hand-off as "transferred"; the main loop tells the referrer and
+        opens a hand-off to that authority, escalated like any other until it is acknowledged.
+        (Added after the recorded histories: only referrals that take it ever reach its branches.)
+        """
+        if not self._state.handoffs:
+            await workflow.wait_condition(lambda: bool(self._state.handoffs) and not self._transitioning)
+        handoff = self._open_handoff(Team.FRONT_DOOR)
+        self._transitioning = True
+        self._transfer = input
+        self._close_handoff(handoff, result=TRANSFERRED, actor=input.actor, note=input.note)
+        handoff.authority = input.authority
+        handoff.authority_name = input.authority_name
+        self._event(
+            EventType.TRANSFERRED,
+            actor=input.actor,
+            handoff=handoff,
+            data={
+                "authority": input.authority,
+                "authority_name": input.authority_name,
+                "note": input.note or None,
+            },
+        )
+        return UpdateResult(projected=await self._settle(), state=self._state)
+
+    @transfer.validator
+    def _validate_transfer(self, input: TransferInput) -> None:
+        if self._state.handoffs:
+            self._open_handoff(Team.FRONT_DOOR)
+
+    @workflow.update
     async def acknowledge(self, input: AcknowledgeInput) -> UpdateResult:
         """A receiving team records the referral; its hand-off is done."""
         handoff = self._open_handoff(input.team)
@@ -228,6 +265,7 @@ class ReferralWorkflow(ReferralEmails):
 
     async def _open(self, team: Team) -> HandoffState:
         opened_at = workflow.now()
+        authority = self._transfer if team == Team.OTHER_AUTHORITY else None
         plan: HandoffPlan = await workflow.execute_activity(
             "plan_handoff",
             PlanHandoffInput(
@@ -236,6 +274,7 @@ class ReferralWorkflow(ReferralEmails):
                 risk=self._input.details.risk,
                 opened_at=opened_at,
                 referrer_email=self._input.details.referrer.email,
+                authority=authority.authority if authority else None,
             ),
             result_type=HandoffPlan,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -250,6 +289,8 @@ class ReferralWorkflow(ReferralEmails):
             plan=plan.sends,
             fallback=plan.fallback,
             lookup_every=plan.lookup_every,
+            authority=authority.authority if authority else None,
+            authority_name=plan.team_name if authority else None,
         )
         self._state.handoffs.append(handoff)
         self._state.status = (
@@ -258,7 +299,13 @@ class ReferralWorkflow(ReferralEmails):
         self._event(
             EventType.HANDOFF_OPENED,
             handoff=handoff,
-            data={"due_at": plan.due_at.isoformat(), "team_email": plan.team_email},
+            data={
+                "due_at": plan.due_at.isoformat(),
+                "team_email": plan.team_email,
+                # Only on a hand-off to another authority (None is left out of the event).
+                "authority": handoff.authority,
+                "authority_name": handoff.authority_name,
+            },
         )
         return handoff
 
@@ -367,6 +414,10 @@ class ReferralWorkflow(ReferralEmails):
     async def _after(self, handoff: HandoffState) -> Team | None:
         """The next team after a closed hand-off, or None when the referral closes."""
         result = handoff.result or ""
+        if handoff.team == Team.FRONT_DOOR and result == TRANSFERRED:
+            # The referrer hears where it went, beside the other authority's clock.
+            self._spawn_feedback(handoff)
+            return Team.OTHER_AUTHORITY
         if handoff.team == Team.FRONT_DOOR:
             outcome = Outcome(result)
             if outcome == Outcome.NO_FURTHER_ACTION:

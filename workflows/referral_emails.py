@@ -78,6 +78,7 @@ class ReferralEmails:
             due_at=handoff.due_at,
             result=handoff.result,
             record_id=handoff.record_id,
+            authority_name=handoff.authority_name,
         )
 
     async def _feedback(self, handoff: HandoffState) -> None:

@@ -44,6 +44,7 @@ def test_the_recorded_scenarios_are_there() -> None:
         "collapsed_repeats",
         "duplicate_submission",
         "delivery_fallback",
+        "transferred",
     } <= names
 
 
