@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     #: How often the reconciler compares open referrals in SQL with running workflows
     #: (seconds, or ISO 8601 such as "PT5M").
     reconcile_every: timedelta = timedelta(minutes=5)
+    #: Referral workflows a worker keeps in memory (Temporal's `max_cached_workflows`). About a
+    #: quarter of a megabyte each (BENCHMARKS.md), so this bounds the worker's memory whatever the
+    #: number of open referrals; a workflow not in the cache is rebuilt from its history when it
+    #: next has work, which costs time in a storm of deadlines larger than the cache.
+    workflow_cache: int = Field(default=1000, ge=1, le=1_000_000)
     #: Who is told of the reconciler's findings: comma-separated email addresses (none: metrics only).
     admin_emails: Annotated[list[str], NoDecode] = []
 

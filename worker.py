@@ -118,7 +118,7 @@ def build_worker(
         workflows=list(WORKFLOWS),
         activities=activities_for(settings, policy=policy, secret=secret, engine=engine, client=client),
         activity_executor=ThreadPoolExecutor(max_workers=4),
-        max_cached_workflows=10_000,
+        max_cached_workflows=settings.workflow_cache,
     )
 
 

@@ -1,7 +1,7 @@
 """Benchmark: thousands of hand-offs falling due at one instant, against raw timers in the same run.
 
     .venv/bin/python -m bench.catchup [--quick] [--handoffs 5000] [--workers 1] [--apis 1]
-                                      [--database postgresql|sqlite] [--rate-guess 8]
+                                      [--database postgresql|sqlite] [--rate-guess 8] [--cache N]
 
 The policy's working day starts at a whole minute T0 a few minutes ahead (UTC, every day a working
 day, no bank holidays) and every hand-off is due "1 working second" after it opens, with one
@@ -185,7 +185,11 @@ async def raw_catchup(st: harness.Stack, handoffs: int, *, clients: int) -> dict
 async def run(args: argparse.Namespace) -> list[str]:
     t0 = choose_t0(args.handoffs, args.rate_guess)
     async with harness.stack(
-        workers=args.workers, apis=args.apis, database=args.database, policy=policy_for(t0)
+        workers=args.workers,
+        apis=args.apis,
+        database=args.database,
+        policy=policy_for(t0),
+        workflow_cache=args.cache,
     ) as st:
         product = await product_catchup(st, args.handoffs, t0, clients=args.clients, profile=args.profile)
         raw = await raw_catchup(st, args.handoffs, clients=args.clients)
@@ -193,7 +197,8 @@ async def run(args: argparse.Namespace) -> list[str]:
         return [
             *product["lines"],
             *raw["lines"],
-            f"RESULT catch-up: {args.handoffs} hand-offs due at once, {args.workers} worker(s): "
+            f"RESULT catch-up: {args.handoffs} hand-offs due at once, {args.workers} worker(s), "
+            f"workflow cache {args.cache or 'default'}: "
             f"every escalation email delivered in {product['took']:.1f} s "
             f"({product['emails'] / product['took']:.1f} emails/s) "
             f"vs raw timers + no-op activity {raw['took']:.1f} s = {ratio:.1f}x "
@@ -212,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate-guess", type=float, default=8.0, help="referrals/s the set-up intake reaches (sets T0)"
     )
+    p.add_argument("--cache", type=int, default=None, help="REFERRALS_WORKFLOW_CACHE (default: 1000)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="do not run py-spy")
     return p
 

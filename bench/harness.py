@@ -496,10 +496,12 @@ async def stack(
     apis: int = 1,
     database: str = "postgresql",
     policy: str | None = None,
+    workflow_cache: int | None = None,
 ) -> AsyncIterator[Stack]:
     """Start everything; stop and remove everything (the database included) afterwards.
 
     `policy` is a policy file's text (None: the built-in policy, deadlines of working days).
+    `workflow_cache` is each worker's REFERRALS_WORKFLOW_CACHE (None: the product's default).
     """
     with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp, smtp_sink() as (mailbox, smtp_url):
         folder = Path(tmp)
@@ -520,6 +522,8 @@ async def stack(
                     # The reconciler is not what is measured: once a day, out of the way.
                     REFERRALS_RECONCILE_EVERY="86400",
                 )
+                if workflow_cache is not None:
+                    env["REFERRALS_WORKFLOW_CACHE"] = str(workflow_cache)
                 if policy is not None:
                     (folder / "policy.toml").write_text(policy)
                     env["REFERRALS_POLICY_FILE"] = str(folder / "policy.toml")

@@ -1,13 +1,14 @@
 """Benchmark: worker memory with 1,000 and with 10,000 parked referrals (waiting on long deadlines).
 
     .venv/bin/python -m bench.memory [--quick] [--parked 1000,10000] [--clients 64]
-                                     [--database postgresql|sqlite]
+                                     [--database postgresql|sqlite] [--cache N]
 
 Built-in policy (deadlines of working days, so nothing fires while it runs). Referrals are submitted
 over HTTP to one `referrals worker`; after each size the worker's RSS (VmRSS from /proc) is read
 once the load has settled. Then the worker is restarted and read again with every referral still
 parked (an empty workflow cache), and once more after a short burst of new referrals.
-Target: RSS at 10,000 <= 1.5x RSS at 1,000 (a bounded workflow cache).
+Target: RSS at 10,000 <= 1.5x RSS at 1,000 (a bounded workflow cache: REFERRALS_WORKFLOW_CACHE,
+`--cache`, else the product's default).
 The raw baseline is the same measurement for a bare worker with as many parked trivial workflows.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 import uuid
 
@@ -23,13 +23,7 @@ from temporalio.client import Client
 
 from bench import harness
 from bench.raw import MAX_CACHED_WORKFLOWS, ParkedWorkflow
-
-
-def configured_cache() -> str:
-    """max_cached_workflows as worker.py sets it (read from the source, not imported)."""
-    text = (harness.ROOT / "worker.py").read_text()
-    found = re.search(r"max_cached_workflows\s*=\s*([0-9_]+)", text)
-    return found.group(1) if found else "the SDK default (1,000)"
+from config import Settings
 
 
 async def settled_rss(service: harness.Service, seconds: float = 5.0) -> float:
@@ -40,8 +34,9 @@ async def settled_rss(service: harness.Service, seconds: float = 5.0) -> float:
 
 async def run(args: argparse.Namespace) -> list[str]:
     sizes = [int(s) for s in args.parked.split(",")]
-    lines = [f"worker.py max_cached_workflows = {configured_cache()}"]
-    async with harness.stack(database=args.database) as st:
+    cache = args.cache if args.cache is not None else Settings.model_fields["workflow_cache"].default
+    lines = [f"REFERRALS_WORKFLOW_CACHE = {cache:,} (max_cached_workflows of the worker)"]
+    async with harness.stack(database=args.database, workflow_cache=cache) as st:
         worker = st.workers[0]
         await harness.submit_referrals(st, 20, 4, f"warm-{uuid.uuid4().hex[:6]}")
         product: dict[int, float] = {}
@@ -93,10 +88,13 @@ async def run(args: argparse.Namespace) -> list[str]:
     ratio = product[large] / product[small]
     raw_ratio = raw[large] / raw[small]
     per = (product[large] - product[small]) / (large - small) * 1024
+    cached = min(small, cache) - 20
+    per_cached = (product[small] - product[0]) / cached * 1024 if cached > 0 else 0.0
     lines.append(
         f"RESULT memory: worker RSS {product[small]:.0f} MB at {small:,} parked, {product[large]:.0f} MB at "
         f"{large:,} = {ratio:.2f}x (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}); "
-        f"about {per:.0f} KB per extra parked referral; raw worker {raw_ratio:.2f}x"
+        f"about {per:.0f} KB per extra parked referral, {per_cached:.0f} KB per cached one; "
+        f"raw worker {raw_ratio:.2f}x"
     )
     return lines
 
@@ -107,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--parked", default=None, help="comma-separated sizes; 1000,10000, quick 100,500")
     p.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients for the intake")
     p.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    p.add_argument("--cache", type=int, default=None, help="REFERRALS_WORKFLOW_CACHE (default: 1000)")
     return p
 
 

@@ -25,12 +25,15 @@ class TestDefaults:
         assert settings.smtp_url is None
         assert settings.mail_from == "referrals@localhost"
         assert settings.public_url == "http://127.0.0.1:8000"
+        assert settings.workflow_cache == 1000
 
     def test_environment_is_read(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("REFERRALS_TASK_QUEUE", "q1")
         monkeypatch.setenv("REFERRALS_SMTP_URL", "smtps://user:pw@mail.example:465")
         monkeypatch.setenv("REFERRALS_DATABASE_URL", "postgresql+psycopg://u@h/db")
+        monkeypatch.setenv("REFERRALS_WORKFLOW_CACHE", "250")
         settings = load_settings()
+        assert settings.workflow_cache == 250
         assert settings.task_queue == "q1"
         assert settings.smtp_url == "smtps://user:pw@mail.example:465"
         assert settings.resolved_database_url == "postgresql+psycopg://u@h/db"
@@ -51,6 +54,8 @@ class TestRefused:
             ("REFERRALS_SECRET_KEY", "short"),
             ("REFERRALS_LOG_LEVEL", "LOUD"),
             ("REFERRALS_TASK_QUEUE", ""),
+            ("REFERRALS_WORKFLOW_CACHE", "0"),
+            ("REFERRALS_WORKFLOW_CACHE", "many"),
         ],
     )
     def test_bad_value(self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
