@@ -159,6 +159,24 @@ class NotifyChannel:
             return Later(f"no answer from Notify: {type(exc).__name__}", uncertain=started)
         return _outcome(response)
 
+    async def check(self) -> str:
+        """`ok` when Notify accepts the key and knows every configured template, else why not.
+
+        Sends nothing: `GET /v2/template/{id}` for each template, as a readiness probe (the caller
+        bounds its time).
+        """
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                for template in sorted({self.template_id, *self.templates.values()}):
+                    response = await client.get(
+                        f"{self.base_url}/v2/template/{template}", headers=self._headers()
+                    )
+                    if response.status_code != 200:
+                        return f"unavailable: template {template}: {response.status_code} {_errors(response)}"
+        except httpx.HTTPError as exc:
+            return f"unavailable: {type(exc).__name__}"
+        return "ok"
+
     async def sent_to(self, reference: str) -> dict[str, str]:
         """Recipient (lower case) -> notification id of emails Notify holds with `reference`.
 

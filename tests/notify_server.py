@@ -4,7 +4,8 @@ It checks the bearer JWT (HS256 header, signature with the service's secret key,
 service id, `iat` within 30 s), then the body of `POST /v2/notifications/email` (required and
 unknown fields, a known template, its ((placeholders)) in `personalisation`), and answers in
 Notify's shapes: 201 with the notification, or `{"status_code", "errors": [{"error", "message"}]}`.
-`GET /v2/notifications?reference=` lists what it holds. Tests script failures per request.
+`GET /v2/notifications?reference=` lists what it holds; `GET /v2/template/{id}` answers for the
+templates it knows. Tests script failures per request.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class FakeNotify:
             routes=[
                 Route("/v2/notifications/email", self._send_email, methods=["POST"]),
                 Route("/v2/notifications", self._list, methods=["GET"]),
+                Route("/v2/template/{template_id}", self._template, methods=["GET"]),
             ]
         )
 
@@ -215,6 +217,28 @@ class FakeNotify:
             if reference is None or n["reference"] == reference
         ]
         return JSONResponse({"notifications": items, "links": {"current": str(request.url)}})
+
+    async def _template(self, request: Request) -> JSONResponse:
+        refused = self._auth(request)
+        if refused is not None:
+            return refused
+        template_id = request.path_params["template_id"]
+        if not UUID_RE.match(template_id):
+            return self._refuse(400, "ValidationError", "id is not a valid UUID")
+        if template_id not in TEMPLATES:
+            return self._refuse(404, "NoResultFound", "No result found")
+        subject, body = TEMPLATES[template_id]
+        return JSONResponse(
+            {
+                "id": template_id,
+                "name": "referral-tracker",
+                "type": "email",
+                "version": 1,
+                "subject": f"(({subject}))",
+                "body": f"(({body}))",
+                "created_at": "2026-01-01T00:00:00.000000Z",
+            }
+        )
 
 
 def _unb64(part: str) -> bytes:

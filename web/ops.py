@@ -21,6 +21,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from activities.notify_channel import NotifyChannel
 from activities.outbox import SmtpTarget
 from config import Settings
 from models import repository
@@ -100,20 +101,31 @@ async def _smtp(url: str | None) -> str:
     return "ok"
 
 
+async def _notify(settings: Settings) -> str:
+    channel = NotifyChannel.from_settings(settings)
+    if channel is None:
+        return "not_configured"
+    try:
+        return await asyncio.wait_for(channel.check(), CHECK_TIMEOUT)
+    except TimeoutError as exc:
+        return _down(exc)
+
+
 @ops.get(
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency does not answer; `checks` says which"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the read model, Temporal and (when configured) SMTP each answer."""
+    """Readiness: the read model, Temporal and (when configured) SMTP and GOV.UK Notify each answer."""
     settings: Settings = request.app.state.settings
-    database, temporal, smtp = await asyncio.gather(
+    database, temporal, smtp, notify = await asyncio.gather(
         _database(request.app.state.engine),
         _temporal(request.app.state.commands.client),
         _smtp(settings.smtp_url),
+        _notify(settings),
     )
-    checks = {"database": database, "temporal": temporal, "smtp": smtp}
+    checks = {"database": database, "temporal": temporal, "smtp": smtp, "notify": notify}
     ok = all(v in HEALTHY for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503

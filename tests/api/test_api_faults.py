@@ -40,6 +40,7 @@ from models.tables import ApiToken, OutboxMessage, Referral
 from tests.api.conftest import SECRET, Api, _create_users, free_port, referral_body, serve
 from tests.api.test_api_intake import REFERRALS, assert_error
 from tests.conftest import TEMPORAL_CLI, fresh_database_url
+from tests.notify_server import API_KEY, TEMPLATE_ID, FakeNotify, running
 from web.deps import TokenCache
 from worker import build_worker
 
@@ -427,7 +428,7 @@ class TestReadinessChecks:
                 assert response.status_code == 200, response.text
                 assert response.json() == {
                     "status": "ok",
-                    "checks": {"database": "ok", "temporal": "ok", "smtp": "ok"},
+                    "checks": {"database": "ok", "temporal": "ok", "smtp": "ok", "notify": "not_configured"},
                 }
         finally:
             controller.stop()
@@ -438,6 +439,39 @@ class TestReadinessChecks:
             checks = response.json()["checks"]
             assert response.json()["status"] == "unavailable"
             assert checks["smtp"].startswith("unavailable: ") and checks["database"] == "ok"
+
+    async def test_notify_up_refusing_and_down(self, api: Api) -> None:
+        fake = FakeNotify()
+        async with running(fake) as base_url:
+            notify = {
+                "notify_api_key": API_KEY,
+                "notify_template_id": TEMPLATE_ID,
+                "notify_base_url": base_url,
+            }
+            up = api.settings.model_copy(update=notify)
+            async with serve(api.make_app(settings=up)) as http:
+                response = await http.get("/readyz")
+                assert response.status_code == 200, response.text
+                assert response.json()["checks"]["notify"] == "ok"
+            # A key Notify does not accept (revoked, or another service's), and an unknown template.
+            wrong_key = api.settings.model_copy(update={**notify, "notify_api_key": API_KEY[:-4] + "0000"})
+            unknown = api.settings.model_copy(
+                update={**notify, "notify_template_reminder": "00000000-0000-4000-8000-000000000000"}
+            )
+            for settings, why in [(wrong_key, "403 AuthError"), (unknown, "404 NoResultFound")]:
+                async with serve(api.make_app(settings=settings)) as http:
+                    response = await http.get("/readyz")
+                    assert response.status_code == 503, response.text
+                    assert response.json()["status"] == "unavailable"
+                    assert why in response.json()["checks"]["notify"]
+            assert not fake.notifications, "a readiness check sends nothing"
+        gone = api.settings.model_copy(
+            update={**notify, "notify_base_url": f"http://127.0.0.1:{free_port()}"}
+        )
+        async with serve(api.make_app(settings=gone)) as http:
+            response = await http.get("/readyz")
+            assert response.status_code == 503, response.text
+            assert response.json()["checks"]["notify"] == "unavailable: ConnectError"
 
 
 def parse_exposition(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

@@ -27,7 +27,7 @@ class TestHealth:
         assert response.status_code == 200, response.text
         assert response.json() == {
             "status": "ok",
-            "checks": {"database": "ok", "temporal": "ok", "smtp": "not_configured"},
+            "checks": {"database": "ok", "temporal": "ok", "smtp": "not_configured", "notify": "not_configured"},
         }
 
     async def test_readyz_without_a_database(self, api: Api, backend: str) -> None:
@@ -53,7 +53,7 @@ class TestHealth:
             response = await http.get("/readyz")
             assert response.status_code == 503, response.text
             checks = response.json()["checks"]
-            assert set(checks) == {"database", "temporal", "smtp"}
+            assert set(checks) == {"database", "temporal", "smtp", "notify"}
             assert checks["database"] == "ok" and checks["temporal"].startswith("unavailable")
             submitted = await http.post(REFERRALS, headers=api.auth("police"), json=referral_body())
             assert_error(submitted, 503, "unavailable")
