@@ -328,7 +328,7 @@ class Outbox:
         if refused:
             log.warning("email.rejected", key=row.key, refused=len(refused), channel="notify")
         log.info("email.sent", key=row.key, kind=row.kind, status=status, channel="notify")
-        return _rejected_result(row, refused, status=status)
+        return _rejected_result(row, refused, status=status, receipts=bool(ids))
 
     def _message(self, row: OutboxMessage) -> EmailMessage:
         message = EmailMessage()
@@ -498,10 +498,12 @@ def _update() -> Update:
 
 def _result(row: OutboxMessage) -> EmailResult:
     rejected = {address: (int(code), "") for address, code in (row.rejected or {}).items()}
-    return _rejected_result(row, rejected, status=row.status)
+    return _rejected_result(row, rejected, status=row.status, receipts=bool(row.provider_ids))
 
 
-def _rejected_result(row: OutboxMessage, rejected: dict[str, tuple[int, str]], *, status: str) -> EmailResult:
+def _rejected_result(
+    row: OutboxMessage, rejected: dict[str, tuple[int, str]], *, status: str, receipts: bool = False
+) -> EmailResult:
     """The result of a final row; rejected recipients in the order the message named them."""
     addresses = [a for a in row.recipients if a in rejected] + [
         a for a in rejected if a not in row.recipients
@@ -512,6 +514,7 @@ def _rejected_result(row: OutboxMessage, rejected: dict[str, tuple[int, str]], *
         recipients=row.recipients,
         rejected=addresses,
         reply_code=rejected[addresses[0]][0] if addresses else None,
+        receipts=receipts,
     )
 
 

@@ -293,3 +293,5 @@ class EmailResult(Strict):
     rejected: list[str] = []
     #: The SMTP reply code of the (first) permanent rejection.
     reply_code: int | None = None
+    #: The channel will report each recipient's delivery later (GOV.UK Notify's receipts).
+    receipts: bool = False

@@ -97,6 +97,7 @@ class ReferralWorkflow(ReferralEmails):
         self._ready_version = 0
         # Feedback emails still in flight; the workflow finishes only after they are sent.
         self._pending: list[asyncio.Task[None]] = []
+        self._owed_receipts = set()
         # The front door's transfer to another authority, once made: whom the next hand-off is to.
         self._transfer: TransferInput | None = None
 
@@ -122,6 +123,7 @@ class ReferralWorkflow(ReferralEmails):
         self._event(EventType.CLOSED)
         self._ready()
         await asyncio.gather(*self._pending)
+        await self._await_receipts()
         await workflow.wait_condition(
             lambda: self._projected_version >= self._state.version and workflow.all_handlers_finished()
         )

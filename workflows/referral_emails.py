@@ -8,6 +8,7 @@ refuses a message for good.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -40,6 +41,12 @@ DELIVERY_FALLBACK_PATCH = "delivery-fallback"
 #: Guards what a GOV.UK Notify delivery receipt adds (added 2026-11-26): its event, and the
 #: fallback copy after a permanent failure. No recorded history holds the signal.
 DELIVERY_STATUS_PATCH = "notify-delivery-status"
+#: Guards the wait for Notify's receipts of outcome emails once a referral closes (added
+#: 2026-11-26), so that a bounce arriving after the close still reaches the fallback recipients.
+OUTCOME_RECEIPTS_PATCH = "await-outcome-receipts"
+#: Notify keeps trying a temporarily failing email for 72 hours before its final receipt; a
+#: closed referral's workflow waits a day more for it, then finishes regardless.
+RECEIPT_WAIT = timedelta(days=4)
 
 
 class ReferralEmails:
@@ -48,6 +55,8 @@ class ReferralEmails:
     _input: ReferralInput
     _state: ReferralState
     _pending: list[asyncio.Task[None]]
+    #: (message key, recipient in lower case) of outcome emails whose delivery receipt is owed.
+    _owed_receipts: set[tuple[str, str]]
 
     def _event(
         self,
@@ -93,11 +102,36 @@ class ReferralEmails:
             retry_policy=FOREVER,
         )
         self._record_email(handoff, email, result)
+        self._expect_receipts(email, result)
         copy = self._check_delivery(handoff, email, result)
         if copy is not None:
             # Feedback is already beside the ladder (or is what closes an NFA referral): the
             # fallback copy goes out before the feedback counts as done.
             await self._send_fallback(handoff, copy)
+
+    def _expect_receipts(self, email: EmailInput, result: EmailResult) -> None:
+        """Note the receipts a channel will send for an outcome email (GOV.UK Notify's)."""
+        if not result.receipts or not workflow.patched(OUTCOME_RECEIPTS_PATCH):
+            return
+        for recipient in result.recipients:
+            owed = (email.key, recipient.lower())
+            if recipient not in result.rejected and not self._has_receipt(*owed):
+                self._owed_receipts.add(owed)
+
+    def _has_receipt(self, key: str, recipient: str) -> bool:
+        return any(
+            e.type == EventType.DELIVERY_STATUS
+            and e.data.get("key") == key
+            and [str(a).lower() for a in e.data.get("to") or []] == [recipient]  # type: ignore[union-attr]
+            for e in self._state.events
+        )
+
+    async def _await_receipts(self) -> None:
+        """Once closed, wait (bounded) for the outcome emails' receipts: a bounce after the close
+        still sends the fallback copy, so the referrer's silence never goes unnoticed."""
+        if self._owed_receipts:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: not self._owed_receipts, timeout=RECEIPT_WAIT)
 
     def _check_delivery(
         self, handoff: HandoffState, email: EmailInput, result: EmailResult
@@ -155,6 +189,8 @@ class ReferralEmails:
         # A signal, not a write from the API: the workflow stays the chronology's single writer.
         if not workflow.patched(DELIVERY_STATUS_PATCH):
             return
+        # Every status Notify calls back with is final for that recipient.
+        self._owed_receipts.discard((input.key, input.recipient.lower()))
         handoff = next((h for h in self._state.handoffs if h.seq == input.handoff_seq), None)
         if handoff is None or self._receipt_seen(input):
             return  # Notify may call back twice for one status: the second changes nothing.

@@ -111,6 +111,7 @@ class TestSend:
         email = email_input()
         result = await send(acts, email)
         assert result.status == "sent" and result.rejected == []
+        assert result.receipts, "Notify reports each delivery later: the workflow waits for them"
         subject, _ = compose(email, links)
         row = await outbox_row(sessions, email.key)
         assert row.subject == subject
@@ -125,6 +126,7 @@ class TestSend:
         # A retried activity (the same key) sends nothing more.
         again = await send(acts, email)
         assert again.status == "sent" and len(fake.notifications) == 2
+        assert again.receipts
 
     async def test_kind_template_when_configured(
         self, sessions: Sessions, links: AckLinks, notify_server: tuple[FakeNotify, str]
@@ -136,6 +138,7 @@ class TestSend:
         result = await send(acts, email_input())
         # The fake knows only the generic template: the kind's own one is what was asked for.
         assert result.status == "rejected" and result.reply_code == 400
+        assert not result.receipts, "nothing was taken: no receipt will come"
         assert fake.notifications == []
 
 

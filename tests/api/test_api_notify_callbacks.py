@@ -239,3 +239,46 @@ class TestNotifyCallbacks:
         assert r.status_code == 200 and r.json()["chronology"], r.text
         events = await receipts(stack, 5)
         assert events[-1]["data"]["copy"] == "fallback" and "fallback" not in events[-1]["data"]
+
+    async def test_a_bounce_after_no_further_action_still_falls_back(self, stack: Stack) -> None:
+        """The referral closes once Notify takes its outcome email; the bounce comes after."""
+        police = {"Authorization": f"Bearer {stack.tokens['police']}"}
+        created = await stack.http.post("/api/v1/referrals", json=referral_body(), headers=police)
+        rid = created.json()["id"]
+        decided = await stack.http.post(
+            f"/api/v1/referrals/{rid}/decision",
+            json={"outcome": "no_further_action"},
+            headers={"Authorization": f"Bearer {stack.tokens['front_door']}"},
+        )
+        assert decided.status_code == 200 and decided.json()["status"] == "closed", decided.text
+
+        async def outcome_sent() -> dict[str, Any] | None:
+            return next((n for n in stack.fake.to(REFERRER) if n["reference"].startswith(f"{rid}:")), None)
+
+        outcome = await _eventually(outcome_sent, "the no-further-action outcome reached Notify")
+        r = await stack.http.post(URL, json=receipt(outcome, "permanent-failure"), headers=NOTIFY)
+        # The closed referral's workflow was still there for the receipt.
+        assert r.status_code == 200 and r.json() == {"recorded": True, "chronology": True}, r.text
+
+        async def copies() -> list[dict[str, Any]] | None:
+            sent = [
+                n for n in stack.fake.notifications if n["reference"] == f"{outcome['reference']}:bounce1"
+            ]
+            return sent if len(sent) >= 2 else None
+
+        sent = await _eventually(copies, "the fallback copy reached Notify")
+        assert sorted(n["email_address"] for n in sent) == [MASH_MANAGER, PPU]
+        manager = {"Authorization": f"Bearer {stack.tokens['manager']}"}
+
+        async def finished() -> list[dict[str, Any]] | None:
+            chronology = await stack.http.get(f"/api/v1/referrals/{rid}/chronology", headers=manager)
+            events = chronology.json()["events"]
+            copied = [e for e in events if e["type"] == "email_sent" and e["data"].get("copy") == "fallback"]
+            return events if copied else None
+
+        events = await _eventually(finished, "the copy in the closed referral's chronology")
+        bounce = next(e for e in events if e["type"] == "delivery_status")
+        assert bounce["data"]["status"] == "permanent-failure" and bounce["data"]["fallback"] == [
+            MASH_MANAGER,
+            PPU,
+        ]
