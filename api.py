@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Query, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -25,7 +25,14 @@ from models.db import create_engine, session_factory
 from models.enums import RECEIVING_ROLES, Role, Status, Team
 from models.identity import fingerprint
 from models.identity import referral_id as referral_id_for
-from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, ReferralState, UpdateResult
+from models.payloads import (
+    AcknowledgeInput,
+    DecisionInput,
+    DeclineInput,
+    ReferralState,
+    TransferInput,
+    UpdateResult,
+)
 from models.policy import Policy, load_policy
 from models.schemas import (
     AccessRead,
@@ -37,6 +44,7 @@ from models.schemas import (
     ReferralCreate,
     ReferralPage,
     ReferralRead,
+    TransferCreate,
 )
 from models.tables import Referral, User
 from web.access import (
@@ -75,7 +83,7 @@ from web.referral_page import router as referral_page_router
 from web.security import SecurityHeaders
 from web.session import Sessions
 from web.signin import router as sign_in_router
-from web.templating import Site, build_environment, install_pages
+from web.templating import Site, build_environment, install_pages, site_of
 
 log = structlog.get_logger(__name__)
 
@@ -202,13 +210,45 @@ async def decide(
 async def acknowledge(
     referral_id: str, body: AcknowledgementCreate, user: CurrentUser, session: SessionDep, commands: Commands
 ) -> dict[str, Any]:
-    """A receiving team records the referral; 409 when it is not awaiting this team."""
-    require(user, *RECEIVING_ROLES)
+    """A receiving team records the referral; 409 when it is not awaiting this team.
+
+    The front door records another authority's acknowledgement of a transfer (given by phone,
+    say) with that authority's record id; the chronology names who recorded it.
+    """
+    require(user, *RECEIVING_ROLES, Role.FRONT_DOOR)
     listed = await commandable_referral(session, user, referral_id)
     await session.commit()
-    team = RECEIVING_ROLES[Role(user.role)]
+    team = RECEIVING_ROLES.get(Role(user.role), Team.OTHER_AUTHORITY)
     ack = AcknowledgeInput(team=team, record_id=body.record_id, note=body.note, actor=actor_of(user))
     result = await _unlisted_is_404(listed, commands.acknowledge(referral_id, ack))
+    return _read(result.state, datetime.now(UTC), user)
+
+
+@router.post("/referrals/{referral_id}/transfer", response_model=ReferralRead)
+async def transfer(
+    referral_id: str,
+    body: TransferCreate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    commands: Commands,
+) -> dict[str, Any]:
+    """The front door transfers the referral to another authority's front door (the child lives
+    there): 422 when `authority` is not in the policy, 409 when not awaiting a decision."""
+    require(user, Role.FRONT_DOOR)
+    policy = site_of(request).policy
+    refusal = policy.transfer_refusal(body.authority)
+    if refusal is not None:
+        raise ApiError(422, "invalid", "the request is not valid: see fields", fields={"authority": refusal})
+    listed = await commandable_referral(session, user, referral_id)
+    await session.commit()
+    transfer = TransferInput(
+        authority=body.authority,
+        authority_name=policy.authority(body.authority).name,
+        note=body.note,
+        actor=actor_of(user),
+    )
+    result = await _unlisted_is_404(listed, commands.transfer(referral_id, transfer))
     return _read(result.state, datetime.now(UTC), user)
 
 

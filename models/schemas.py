@@ -130,6 +130,13 @@ class DeclineCreate(Body):
     note: Note = ""
 
 
+class TransferCreate(Body):
+    """Body of POST /referrals/{id}/transfer: the code of an authority in the policy's [authorities]."""
+
+    authority: Annotated[str, Field(min_length=1, max_length=32)]
+    note: Note = ""
+
+
 class HandoffRead(BaseModel):
     """One hand-off as the API shows it."""
 
@@ -144,6 +151,10 @@ class HandoffRead(BaseModel):
     escalation_level: int
     closed_by: Actor | None
     note: str
+    #: The other authority (its code) of an `other_authority` hand-off, or the one a front-door
+    #: hand-off closed as "transferred" passed the referral to.
+    authority: str | None = None
+    authority_name: str | None = None
 
 
 class EventRead(BaseModel):

@@ -6,6 +6,11 @@
 - early_help, social_care, other_agency: the referrals that have been handed to their team;
 - manager: every referral, read only, and who has read each one;
 - admin: users and tokens, no referral.
+A referral transferred to another authority (an `other_authority` hand-off) is seen like any
+other: the front door (which transferred it and may record the other authority's
+acknowledgement), managers, and the referring force (its status, and where it went); a
+receiving team only when it had been handed to that team before. The other authority has no
+users here: it acknowledges through the emailed link, which shows the reference and deadline only.
 Reads of personal details are recorded in the access audit (models/tables.py AccessAudit).
 """
 
@@ -31,7 +36,7 @@ PERSONAL_DETAILS_ROLES = frozenset(
     {Role.FRONT_DOOR, Role.EARLY_HELP, Role.SOCIAL_CARE, Role.OTHER_AGENCY, Role.MANAGER}
 )
 #: Chronology data a police officer sees: what was decided and why, never free text.
-POLICE_EVENT_DATA = frozenset({"outcome", "reason", "due_at"})
+POLICE_EVENT_DATA = frozenset({"outcome", "reason", "due_at", "authority", "authority_name"})
 
 
 class Denied(StrEnum):

@@ -26,6 +26,9 @@ _TEAM_ROLE = {
     Team.EARLY_HELP: Role.EARLY_HELP,
     Team.SOCIAL_CARE: Role.SOCIAL_CARE,
     Team.OTHER_AGENCY: Role.OTHER_AGENCY,
+    # Another authority has no users here: its front door acts through the link, recorded as a
+    # front-door acknowledgement by the link (the chronology names the authority).
+    Team.OTHER_AUTHORITY: Role.FRONT_DOOR,
 }
 RECORD_ID_MAX = 100
 _ELSEWHERE = ("/", "Open the referral from the dashboard")
@@ -127,7 +130,11 @@ async def ack_submit(request: Request, token: str) -> HTMLResponse:
         return _form(request, row, handoff, error=error, record=record, status=422)
     commands: ReferralCommands = request.app.state.commands
     role = _TEAM_ROLE[claim.team]
-    actor = Actor(user_id=f"ack-link:{claim.referral_id}:{claim.handoff_seq}", name="emailed link", role=role)
+    name = "emailed link"
+    if claim.team == Team.OTHER_AUTHORITY:
+        _, handoff = await _open_handoff(request, claim)
+        name = f"emailed link ({handoff.authority_name or handoff.team_name})"
+    actor = Actor(user_id=f"ack-link:{claim.referral_id}:{claim.handoff_seq}", name=name, role=role)
     try:
         result = await commands.acknowledge(
             claim.referral_id, AcknowledgeInput(team=claim.team, record_id=record, actor=actor)

@@ -65,6 +65,8 @@ def describe(
         what = "Submitted again (same police reference and content)"
     elif kind == EventType.HANDOFF_OPENED:
         what = f"Handed to {team}" if team else "Hand-off opened"
+        if data.get("authority_name"):
+            what = f"Handed to {_text(data.get('authority_name'))} (another authority)"
         due = data.get("due_at")
         if isinstance(due, str):
             details.append(f"Due {when(datetime.fromisoformat(due))}")
@@ -72,6 +74,10 @@ def describe(
             details.append(f"Team email {data['team_email']}")
     elif kind == EventType.DECIDED:
         what = f"Decision: {_OUTCOMES.get(_text(data.get('outcome')), _text(data.get('outcome')))}"
+    elif kind == EventType.TRANSFERRED:
+        name = _text(data.get("authority_name")) or _text(data.get("authority"))
+        what = f"Transferred to another authority: {name}"
+        details.append(f"Authority code {_text(data.get('authority'))}")
     elif kind == EventType.ACKNOWLEDGED:
         what = "Acknowledged"
         details.append(f"Record id {_text(data.get('record_id'))}")

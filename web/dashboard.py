@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import repository
-from models.enums import Risk, Team
+from models.enums import LOCAL_TEAMS, Risk, Team
 from models.repository import QueueFilter, QueueGroup, QueueRow
 from models.tables import Referral
 from web.access import scope_team
@@ -124,8 +124,12 @@ def _week_starts(now: datetime, site: Site) -> list[datetime]:
 
 
 def _counts(groups: list[QueueGroup], site: Site) -> list[TeamCount]:
+    teams = list(LOCAL_TEAMS)
+    # Transfers to another authority get a line where the policy allows them (or some are open).
+    if site.policy.authorities or any(g.team == Team.OTHER_AUTHORITY.value for g in groups):
+        teams.append(Team.OTHER_AUTHORITY)
     counts = []
-    for team in Team:
+    for team in teams:
         mine = [g for g in groups if g.team == team.value]
         counts.append(
             TeamCount(

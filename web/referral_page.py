@@ -20,8 +20,9 @@ from temporalio.service import RPCError
 
 from commands import CommandError, ReferralCommands
 from models import repository
-from models.enums import RECEIVING_ROLES, DeclineReason, Outcome, Role, Status, Team
-from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, UpdateResult
+from models.enums import RECEIVING_ROLES, TRANSFERRED, DeclineReason, Outcome, Role, Status, Team
+from models.payloads import AcknowledgeInput, DecisionInput, DeclineInput, TransferInput, UpdateResult
+from models.policy import Policy
 from models.schemas import ReferralRead
 from models.tables import Referral, User
 from web.access import (
@@ -63,6 +64,8 @@ DONE = {
     "decision": "Decision recorded",
     "acknowledged": "Referral acknowledged",
     "declined": "Referral declined and returned to the front door",
+    "transferred": "Referral transferred to another authority",
+    "recorded": "The other authority's acknowledgement is recorded",
 }
 OUTCOME_CHOICES = [
     (Outcome.EARLY_HELP.value, "Early Help"),
@@ -79,6 +82,7 @@ RESULT_LABELS = {
     **dict(OUTCOME_CHOICES),
     "acknowledged": "Acknowledged",
     **{value: f"Declined: {text.lower()}" for value, text in DECLINE_CHOICES},
+    TRANSFERRED: "Transferred to another authority",
 }
 NOTE_MAX = 2000
 RECORD_ID_MAX = 100
@@ -100,8 +104,12 @@ async def visible(session: AsyncSession, user: User, referral_id: str) -> Referr
     return found
 
 
-def actions_for(user: User, read: ReferralRead) -> dict[str, bool]:
-    """Which forms this user gets on this referral now."""
+def actions_for(user: User, read: ReferralRead, policy: Policy | None = None) -> dict[str, bool]:
+    """Which forms this user gets on this referral now.
+
+    The front door also transfers a referral awaiting its decision (when the policy lists other
+    authorities), and records the other authority's acknowledgement of a transfer.
+    """
     role = Role(user.role)
     team = RECEIVING_ROLES.get(role)
     decide = (
@@ -110,7 +118,21 @@ def actions_for(user: User, read: ReferralRead) -> dict[str, bool]:
         and read.awaiting_team == Team.FRONT_DOOR
     )
     acknowledge = team is not None and read.awaiting_team == team
-    return {"decide": decide, "acknowledge": acknowledge, "decline": acknowledge and role == Role.EARLY_HELP}
+    return {
+        "decide": decide,
+        "transfer": decide and policy is not None and bool(policy.authorities),
+        "acknowledge": acknowledge,
+        "record_transfer": role == Role.FRONT_DOOR and read.awaiting_team == Team.OTHER_AUTHORITY,
+        "decline": acknowledge and role == Role.EARLY_HELP,
+    }
+
+
+def awaiting_text(read: ReferralRead, team_name: Callable[[str | None], str]) -> str:
+    """Who the referral is waiting for: another authority by its name."""
+    current = read.handoffs[-1] if read.handoffs and read.handoffs[-1].closed_at is None else None
+    if current is not None and current.team == Team.OTHER_AUTHORITY:
+        return f"{current.authority_name or current.team_name} (another authority)"
+    return team_name(read.awaiting_team.value if read.awaiting_team else None) or "Nobody"
 
 
 async def _page(
@@ -151,7 +173,9 @@ async def _page(
         access=access,
         access_via=ACCESS_VIA,
         entries=entries,
-        actions=actions_for(user, read),
+        actions=actions_for(user, read, site.policy),
+        awaiting=awaiting_text(read, site.team_name),
+        authority_choices=[(code, a.name) for code, a in site.policy.authorities.items()],
         errors=errors or {},
         values=values or {},
         banner=banner,
@@ -188,7 +212,7 @@ async def chronology_csv(request: Request, referral_id: str, user: PageUser, ses
 
 
 #: The input of one page action (a decision, an acknowledgement, a decline).
-P = TypeVar("P", DecisionInput, AcknowledgeInput, DeclineInput)
+P = TypeVar("P", DecisionInput, AcknowledgeInput, DeclineInput, TransferInput)
 
 
 # ---- actions ---------------------------------------------------------------------------------
@@ -316,19 +340,24 @@ async def post_acknowledgement(
 ) -> Response:
     """A receiving team records the referral with its own record id."""
     form = await checked_form(request)
-    require_role(user, set(RECEIVING_ROLES), "may not acknowledge referrals")
+    require_role(user, {*RECEIVING_ROLES, Role.FRONT_DOOR}, "may not acknowledge referrals")
     await visible(session, user, referral_id)
     errors: dict[str, str] = {}
     record = str(form.get("record_id") or "").strip()
     values: dict[str, str] = {"record_id": record}
     if not record:
-        errors["record_id"] = "Enter the record id from your team's system"
+        errors["record_id"] = (
+            "Enter the record id the other authority gave you"
+            if user.role == Role.FRONT_DOOR.value
+            else "Enter the record id from your team's system"
+        )
     elif len(record) > RECORD_ID_MAX:
         errors["record_id"] = f"Record id must be {RECORD_ID_MAX} characters or fewer"
     elif "\x00" in record:
         errors["record_id"] = "Record id must not contain a null character"
     note = _note(form, "ack-note", errors, values)
-    team = RECEIVING_ROLES[Role(user.role)]
+    # The front door records another authority's acknowledgement of a transfer (e.g. by phone).
+    team = RECEIVING_ROLES.get(Role(user.role), Team.OTHER_AUTHORITY)
     return await _act(
         request,
         session,
@@ -338,7 +367,35 @@ async def post_acknowledgement(
         lambda: AcknowledgeInput(team=team, record_id=record, note=note, actor=actor_of(user)),
         {"record_id": "record_id", "note": "ack-note"},
         lambda commands, ack: commands.acknowledge(referral_id, ack),
-        "acknowledged",
+        "recorded" if team == Team.OTHER_AUTHORITY else "acknowledged",
+    )
+
+
+@router.post("/referrals/{referral_id}/transfer", include_in_schema=False)
+async def post_transfer(request: Request, referral_id: str, user: PageUser, session: SessionDep) -> Response:
+    """The front door transfers the referral to another authority's front door, from the page."""
+    form = await checked_form(request)
+    require_role(user, {Role.FRONT_DOOR}, "may not transfer referrals")
+    await visible(session, user, referral_id)
+    policy = site_of(request).policy
+    errors: dict[str, str] = {}
+    values: dict[str, str] = {"authority": str(form.get("authority") or "")}
+    code = values["authority"]
+    if code not in policy.authorities:
+        errors["authority"] = "Select the authority the child lives in"
+    note = _note(form, "transfer-note", errors, values)
+    return await _act(
+        request,
+        session,
+        user,
+        referral_id,
+        (errors, values),
+        lambda: TransferInput(
+            authority=code, authority_name=policy.authority(code).name, note=note, actor=actor_of(user)
+        ),
+        {"authority": "authority", "note": "transfer-note"},
+        lambda commands, transfer: commands.transfer(referral_id, transfer),
+        "transferred",
     )
 
 

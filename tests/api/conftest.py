@@ -216,15 +216,16 @@ async def api(
         )
         tokens = await _create_users(database_url)
 
+        policy = _policy_of(request.cls)
+
         def make_app(**kwargs: Any) -> FastAPI:
-            options: dict[str, Any] = {"secret": SECRET, "client": temporal_env.client}
+            # The app and the worker read the same policy, as in a deployment.
+            options: dict[str, Any] = {"secret": SECRET, "client": temporal_env.client, "policy": policy}
             options.update(kwargs)
             return create_app(options.pop("settings", settings), **options)
 
         engine = create_engine(database_url)
-        worker = build_worker(
-            temporal_env.client, settings, secret=SECRET, policy=_policy_of(request.cls), engine=engine
-        )
+        worker = build_worker(temporal_env.client, settings, secret=SECRET, policy=policy, engine=engine)
         try:
             async with worker, serve(make_app()) as http:
                 yield Api(

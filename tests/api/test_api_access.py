@@ -1,9 +1,10 @@
 """Least privilege on the JSON API: the whole matrix of role x route x (own/other force, handed/not).
 
-Two shared referrals of the police users' own force: `waiting` (awaiting the front door's
-decision, never handed to a receiving team) and `handed` (decided to Early Help, awaiting its
-acknowledgement). `police_other` belongs to another force. A cell that should change a
-referral gets a fresh one, so the shared two never move.
+Three shared referrals of the police users' own force: `waiting` (awaiting the front door's
+decision, never handed to a receiving team), `handed` (decided to Early Help, awaiting its
+acknowledgement) and `transferred` (passed to another authority, awaiting its acknowledgement,
+which the front door may record). `police_other` belongs to another force. A cell that should
+change a referral gets a fresh one, so the shared three never move.
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ import pytest_asyncio
 
 from tests.api.conftest import USERS, Api, referral_body
 from tests.api.test_api_intake import assert_error
+from tests.api.test_api_transfer import TRANSFER_POLICY
 
 REFERRALS = "/api/v1/referrals"
 WHO = list(USERS)
 
-#: who -> expected status on (waiting, handed): GET one referral, its chronology (JSON and CSV).
+#: who -> expected status on (waiting, handed, transferred): GET one referral, its chronology
+#: (JSON and CSV).
 READ = {
-    "police": (200, 200),
-    "police_other": (403, 403),
-    "front_door": (200, 200),
-    "early_help": (403, 200),
-    "social_care": (403, 403),
-    "other_agency": (403, 403),
-    "manager": (200, 200),
-    "admin": (403, 403),
+    "police": (200, 200, 200),
+    "police_other": (403, 403, 403),
+    "front_door": (200, 200, 200),
+    "early_help": (403, 200, 403),
+    "social_care": (403, 403, 403),
+    "other_agency": (403, 403, 403),
+    "manager": (200, 200, 200),
+    "admin": (403, 403, 403),
 }
 LIST = {
     "police": 403,
@@ -43,27 +46,33 @@ LIST = {
 }
 SUBMIT = {who: 403 for who in WHO} | {"police": 201, "front_door": 201}
 #: Commands: 403 for a role that may never; 409 for one that may, on a referral not awaiting it.
-DECISION = {who: (403, 403) for who in WHO} | {"front_door": (200, 409)}
-ACKNOWLEDGEMENT = {who: (403, 403) for who in WHO} | {
-    "early_help": (409, 200),
-    "social_care": (409, 409),
-    "other_agency": (409, 409),
+DECISION = {who: (403, 403, 403) for who in WHO} | {"front_door": (200, 409, 409)}
+#: The front door records another authority's acknowledgement of a transfer (e.g. by phone),
+#: and only that: on another team's hand-off it is 409 like any team not awaited.
+ACKNOWLEDGEMENT = {who: (403, 403, 403) for who in WHO} | {
+    "front_door": (409, 409, 200),
+    "early_help": (409, 200, 409),
+    "social_care": (409, 409, 409),
+    "other_agency": (409, 409, 409),
 }
-DECLINE = {who: (403, 403) for who in WHO} | {"early_help": (409, 200)}
+DECLINE = {who: (403, 403, 403) for who in WHO} | {"early_help": (409, 200, 409)}
+TRANSFER = {who: (403, 403, 403) for who in WHO} | {"front_door": (200, 409, 409)}
 COMMANDS = {
     "decision": (DECISION, {"outcome": "social_care"}),
     "acknowledgement": (ACKNOWLEDGEMENT, {"record_id": "REC-1"}),
     "decline": (DECLINE, {"reason": "not_appropriate"}),
+    "transfer": (TRANSFER, {"authority": "NNC"}),
 }
-STATES = ["waiting", "handed"]
+STATES = ["waiting", "handed", "transferred"]
 
 
 @dataclass
 class Shared:
-    """The two referrals every read cell uses."""
+    """The three referrals every read cell uses."""
 
     waiting: dict[str, Any]
     handed: dict[str, Any]
+    transferred: dict[str, Any]
 
     def id_of(self, state: str) -> str:
         """The id of the shared referral in `state`."""
@@ -73,11 +82,19 @@ class Shared:
 
 @pytest_asyncio.fixture(scope="class")
 async def shared(api: Api) -> Shared:
-    """A referral awaiting decision and one handed to Early Help, both of the police's own force."""
+    """Referrals awaiting decision, handed to Early Help and transferred, of the police's own force."""
     waiting = await api.submit()
     handed = await api.submit()
     await api.decide(handed["id"], "early_help")
-    return Shared(waiting, handed)
+    transferred = await api.submit()
+    await transfer(api, transferred["id"])
+    return Shared(waiting, handed, transferred)
+
+
+async def transfer(api: Api, referral_id: str) -> None:
+    """The front door's transfer to another authority, which must be accepted."""
+    response = await api.post(f"{REFERRALS}/{referral_id}/transfer", "front_door", json={"authority": "NNC"})
+    assert response.status_code == 200, response.text
 
 
 async def fresh(api: Api, state: str) -> str:
@@ -85,6 +102,8 @@ async def fresh(api: Api, state: str) -> str:
     created = await api.submit()
     if state == "handed":
         await api.decide(created["id"], "early_help")
+    if state == "transferred":
+        await transfer(api, created["id"])
     return str(created["id"])
 
 
@@ -99,6 +118,9 @@ def status_of(response: Any, expected: int) -> None:
 
 class TestMatrix:
     """Each role on each route, on each kind of referral: the exact status code."""
+
+    # Lists the authorities a transfer needs (the built-in policy lists none).
+    api_policy = TRANSFER_POLICY
 
     @pytest.mark.parametrize("state", STATES)
     @pytest.mark.parametrize("who", WHO)

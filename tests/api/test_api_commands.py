@@ -177,12 +177,23 @@ class TestAcknowledgement:
         got = (await api.get(f"{REFERRALS}/{created['id']}", "early_help")).json()
         assert got["status"] == "awaiting_acknowledgement" and got["record_id"] is None
 
-    @pytest.mark.parametrize("who", ["front_door", "police", "manager", "admin"])
+    @pytest.mark.parametrize("who", ["police", "manager", "admin"])
     async def test_roles_that_do_not_receive_may_not_acknowledge(self, api: Api, who: str) -> None:
         created = await api.submit()
         await api.decide(created["id"], "early_help")
         response = await api.post(acknowledgement(created["id"]), who, json={"record_id": "X-1"})
         assert_error(response, 403, "forbidden")
+
+    async def test_the_front_door_may_not_acknowledge_a_teams_handoff(self, api: Api) -> None:
+        # It records only another authority's acknowledgement of a transfer (test_api_transfer):
+        # a receiving team's hand-off is refused, and stays open.
+        created = await api.submit()
+        await api.decide(created["id"], "early_help")
+        response = await api.post(acknowledgement(created["id"]), "front_door", json={"record_id": "X-1"})
+        error = assert_error(response, 409, "not_awaiting")
+        assert "other_authority" in error["message"]
+        got = (await api.get(f"{REFERRALS}/{created['id']}", "early_help")).json()
+        assert got["status"] == "awaiting_acknowledgement" and got["record_id"] is None
 
     async def test_unknown_id_is_404(self, api: Api) -> None:
         response = await api.post(acknowledgement(UNKNOWN_ID), "early_help", json={"record_id": "EH-1"})

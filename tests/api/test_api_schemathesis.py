@@ -50,6 +50,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from api import create_app
 from config import Settings
 from tests.api.conftest import OTHER_FORCE, SECRET, USERS, Api, referral_body, serve
+from tests.api.test_api_transfer import TRANSFER_POLICY
 from web.errors import API_PREFIX
 
 #: Routes signed by another system answer 401 with their own scheme, not a bearer token.
@@ -191,6 +192,11 @@ async def _seed_referrals(api: Api) -> list[str]:
     assert ack.status_code == 200, ack.text
     no_further_action = await api.submit()
     await api.decide(no_further_action["id"], "no_further_action")
+    transferred = await api.submit()
+    moved = await api.post(
+        f"{API_PREFIX}/referrals/{transferred['id']}/transfer", "front_door", json={"authority": "NNC"}
+    )
+    assert moved.status_code == 200, moved.text
     other_force = await api.submit(referral_body(force=OTHER_FORCE), who="police_other")
     seeded = [
         awaiting_decision,
@@ -200,6 +206,7 @@ async def _seed_referrals(api: Api) -> list[str]:
         declined,
         closed,
         no_further_action,
+        transferred,
         other_force,
     ]
     return [r["id"] for r in seeded]
@@ -241,6 +248,19 @@ async def fuzz(api: Api, backend: str) -> AsyncIterator[Fuzz]:
         )
 
 
+#: The authorities TRANSFER_POLICY lists: a generated code would only ever meet the 422.
+AUTHORITY_CODES = ["NNC", "WNC"]
+
+
+def _known_authority(case: Case[Any], mode: GenerationMode, data: st.DataObject) -> None:
+    """Often put an authority of the policy in a positive transfer body, so it reaches the workflow."""
+    body = case.body
+    positive = mode is GenerationMode.POSITIVE and isinstance(body, dict) and "authority" in body
+    if positive and data.draw(st.booleans(), label="known authority"):
+        assert isinstance(body, dict)
+        body["authority"] = data.draw(st.sampled_from(AUTHORITY_CODES), label="authority")
+
+
 def _unique_keys(fuzz: Fuzz, case: Case[Any], caller: str, mode: GenerationMode, data: st.DataObject) -> None:
     """Make a referral body's key unique to this stack, and often the caller's own force.
 
@@ -277,6 +297,10 @@ async def _send(fuzz: Fuzz, case: Case[Any], caller: str) -> httpx.Response:
 class TestSchemathesis:
     """Every documented operation, as every caller, answers as its document says."""
 
+    # Lists other authorities, so the seeded referrals include a transferred one and transfers
+    # with a known authority reach the workflow.
+    api_policy = TRANSFER_POLICY
+
     def test_every_served_operation_is_fuzzed(self, fuzz: Fuzz) -> None:
         served = {(op.method.upper(), op.path) for op in _served_operations(fuzz.schema)}
         assert served == set(OPERATIONS)
@@ -301,6 +325,8 @@ class TestSchemathesis:
         assume(case.path_parameters is None or not set(case.path_parameters.values()) & {".", ".."})
         if method == "POST" and path == f"{API_PREFIX}/referrals":
             _unique_keys(fuzz, case, caller, mode, data)
+        if method == "POST" and path == f"{API_PREFIX}/referrals/{{referral_id}}/transfer":
+            _known_authority(case, mode, data)
         response = await _send(fuzz, case, caller)
         TALLY.cases[f"{method} {path}"] += 1
         TALLY.callers[caller] += 1

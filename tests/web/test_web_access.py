@@ -1,7 +1,8 @@
 """Least privilege on the pages: role x page x (own/other force, handed/not), and the access log.
 
-The same two shared referrals as tests/api/test_api_access.py: `waiting` (never handed to a
-receiving team) and `handed` (awaiting Early Help). Actions that should succeed get a fresh one.
+The same three shared referrals as tests/api/test_api_access.py: `waiting` (never handed to a
+receiving team), `handed` (awaiting Early Help) and `transferred` (awaiting another authority).
+Actions that should succeed get a fresh one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pytest_asyncio
 
 from tests.api.conftest import USERS
 from tests.api.test_api_access import READ as API_READ
-from tests.api.test_api_access import STATES
+from tests.api.test_api_access import STATES, transfer
+from tests.api.test_api_transfer import TRANSFER_POLICY
 from tests.web.conftest import Page, Web, csrf_of
 
 WHO = list(USERS)
@@ -22,35 +24,54 @@ READ = API_READ
 #: who -> status of the dashboard and its CSV export.
 DASHBOARD = {who: 200 for who in WHO} | {"police": 403, "police_other": 403, "admin": 403}
 #: Actions from the page: 303 done, 409 someone else's state, 403 may not.
+#: (A receiving team is refused a referral never handed to it before anything is tried: 403.)
 ACTIONS = {
-    "decision": ({who: (403, 403) for who in WHO} | {"front_door": (303, 409)}, {"outcome": "social_care"}),
+    "decision": (
+        {who: (403, 403, 403) for who in WHO} | {"front_door": (303, 409, 409)},
+        {"outcome": "social_care"},
+    ),
     "acknowledgement": (
-        {who: (403, 403) for who in WHO} | {"early_help": (403, 303)},
+        # The front door records another authority's acknowledgement of a transfer.
+        {who: (403, 403, 403) for who in WHO}
+        | {"early_help": (403, 303, 403), "front_door": (409, 409, 303)},
         {"record_id": "REC-1"},
     ),
-    "decline": ({who: (403, 403) for who in WHO} | {"early_help": (403, 303)}, {"reason": "not_appropriate"}),
+    "decline": (
+        {who: (403, 403, 403) for who in WHO} | {"early_help": (403, 303, 403)},
+        {"reason": "not_appropriate"},
+    ),
+    "transfer": (
+        {who: (403, 403, 403) for who in WHO} | {"front_door": (303, 409, 409)},
+        {"authority": "NNC"},
+    ),
 }
 
 
 @dataclass
 class Shared:
-    """Ids of the two referrals every read cell uses."""
+    """Ids of the three referrals every read cell uses."""
 
     waiting: str
     handed: str
+    transferred: str
 
 
 @pytest_asyncio.fixture(scope="class")
 async def shared(web: Web) -> Shared:
-    """A referral awaiting decision and one handed to Early Help."""
+    """A referral awaiting decision, one handed to Early Help and one transferred."""
     waiting = await web.api.submit()
     handed = await web.api.submit()
     await web.api.decide(handed["id"], "early_help")
-    return Shared(waiting["id"], handed["id"])
+    transferred = await web.api.submit()
+    await transfer(web.api, transferred["id"])
+    return Shared(waiting["id"], handed["id"], transferred["id"])
 
 
 class TestPageMatrix:
     """Each role on each page and action: the exact status code."""
+
+    # Lists the authorities a transfer needs (the built-in policy lists none).
+    api_policy = TRANSFER_POLICY
 
     @pytest.mark.parametrize("state", STATES)
     @pytest.mark.parametrize("who", WHO)
@@ -84,6 +105,8 @@ class TestPageMatrix:
             fresh = await web.api.submit()
             if state == "handed":
                 await web.api.decide(fresh["id"], "early_help")
+            if state == "transferred":
+                await transfer(web.api, fresh["id"])
             referral_id = fresh["id"]
         async with web.browser(who) as http:
             # Any page of a signed-in user carries the session's CSRF token (the sign-out form).
