@@ -124,6 +124,52 @@ class TestReferralPage:
         assert referral["reference"] in [r["reference"] for r in rows if r["team"] == "early_help"]
 
 
+class TestTransfer:
+    """Front-door staff transfer a referral to another authority from its page (demo policy: one)."""
+
+    async def test_front_door_transfers_then_records_the_other_authoritys_acknowledgement(
+        self, page: Page, web_stack: WebStack, artifacts: Path
+    ) -> None:
+        referral = await submit(web_stack, "amber")
+        await sign_in(page, web_stack, "front_door")
+        await page.goto(f"{web_stack.url}/referrals/{referral['id']}")
+        await expect(page.get_by_role("heading", name="Transfer to another authority")).to_be_visible()
+        await page.get_by_label("Neighbouring Council (demo)").check()
+        await page.locator("#transfer-note").fill("Moved out of area")
+        await page.get_by_role("button", name="Transfer referral").click()
+        await page.wait_for_load_state()
+        summary = page.locator("[data-referral-status]")
+        await expect(summary).to_have_attribute("data-awaiting-team", "other_authority")
+        await expect(summary).to_contain_text("Neighbouring Council (demo) (another authority)")
+        await expect(page.locator(".govuk-notification-banner")).to_contain_text("transferred")
+        await expect(page.locator('tr[data-event="transferred"]')).to_contain_text(
+            "Neighbouring Council (demo)"
+        )
+        await expect(page.get_by_role("button", name="Record decision")).to_have_count(0)
+        await page.screenshot(path=str(artifacts / "referral-transferred.png"), full_page=True)
+        await assert_accessible(page, "referral page (transferred)")
+
+        # The referrer is told where it went; the email holds no child's details.
+        def told() -> str | None:
+            found = web_stack.mailbox.of_kind("outcome", referral["reference"])
+            return found[0].body if found else None
+
+        body = await eventually(told, within=30, what="the outcome email of the transfer")
+        assert "transferred it to Neighbouring Council (demo)" in body
+        assert "Moved out of area" not in body
+
+        # They phoned with their record id: the front door records it.
+        await page.get_by_label(re.compile("Record id in Neighbouring Council")).fill("NC-BROWSER-1")
+        await page.get_by_role("button", name="Record acknowledgement").click()
+        await page.wait_for_load_state()
+        await expect(page.locator("[data-referral-status]")).to_have_attribute(
+            "data-referral-status", "closed"
+        )
+        async with web_stack.api("manager") as http:
+            done = (await http.get(f"/api/v1/referrals/{referral['id']}")).json()
+        assert done["status"] == "closed" and done["record_id"] == "NC-BROWSER-1"
+
+
 class TestAcknowledgementLink:
     """The link in an email acknowledges only when its button is pressed, and only once."""
 
