@@ -98,7 +98,7 @@ async def stack(
     attach_log(request, "temporal dev server", temporal_server.log_file)
     api_port = free_port()
     public_url = f"http://127.0.0.1:{api_port}"
-    policy = write_policy(tmp_path, short_policy())
+    policy = write_policy(tmp_path, short_policy(transfers=True))
     env = base_env(
         REFERRALS_DATA_DIR=str(tmp_path / "data"),
         REFERRALS_DATABASE_URL=f"sqlite:///{tmp_path / 'read-model.db'}",

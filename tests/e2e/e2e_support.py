@@ -199,10 +199,23 @@ def referral_body(police_reference: str | None = None, risk: str = "green") -> d
     }
 
 
+#: The other authority of `short_policy(transfers=True)`.
+NEIGHBOUR_FRONT_DOOR = "front-door@neighbour.example"
+NEIGHBOUR_MANAGER = "front-door-manager@neighbour.example"
+
+
 def short_policy(
-    due: str = "PT8S", reminder: str = "due - PT3S", every: str = "PT4S", repeat: int = 2
+    due: str = "PT8S",
+    reminder: str = "due - PT3S",
+    every: str = "PT4S",
+    repeat: int = 2,
+    *,
+    transfers: bool = False,
 ) -> str:
-    """A policy in seconds for every team: a reminder before `due`, an escalation at it, repeated."""
+    """A policy in seconds for every team: a reminder before `due`, an escalation at it, repeated.
+
+    With `transfers`, also one other authority (code NEIGHBOUR) and the same ladder for it.
+    """
     teams = {
         "front_door": ("Front door (MASH)", "mash"),
         "early_help": ("Early Help", "earlyhelp"),
@@ -235,6 +248,27 @@ def short_policy(
             f"[[handoffs.{team}.steps]]",
             'at = "due"',
             'notify = ["team_manager", "referrer"]',
+            f'repeat_every = "{every}"',
+            f"repeat = {repeat}",
+            "",
+        ]
+    if transfers:
+        parts += [
+            "[authorities.NEIGHBOUR]",
+            'name = "Neighbouring Council"',
+            f'front_door = "{NEIGHBOUR_FRONT_DOOR}"',
+            f'manager = "{NEIGHBOUR_MANAGER}"',
+            "",
+            "[handoffs.other_authority]",
+            f'due = "{due}"',
+            "",
+            "[[handoffs.other_authority.steps]]",
+            f'at = "{reminder}"',
+            'notify = ["team"]',
+            "",
+            "[[handoffs.other_authority.steps]]",
+            'at = "due"',
+            'notify = ["team", "team_manager", "referrer"]',
             f'repeat_every = "{every}"',
             f"repeat = {repeat}",
             "",
