@@ -27,7 +27,12 @@ class TestHealth:
         assert response.status_code == 200, response.text
         assert response.json() == {
             "status": "ok",
-            "checks": {"database": "ok", "temporal": "ok", "smtp": "not_configured", "notify": "not_configured"},
+            "checks": {
+                "database": "ok",
+                "temporal": "ok",
+                "smtp": "not_configured",
+                "notify": "not_configured",
+            },
         }
 
     async def test_readyz_without_a_database(self, api: Api, backend: str) -> None:
