@@ -33,7 +33,7 @@ from models.payloads import (
     TransferInput,
     UpdateResult,
 )
-from workflows.referral import CONFLICT, NOT_AWAITING, ReferralWorkflow
+from workflows.referral import CLOSED, CONFLICT, NOT_AWAITING, ReferralWorkflow
 
 
 class CommandError(Exception):
@@ -55,7 +55,8 @@ _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCS
 
 def _refusal(exc: BaseException) -> CommandError:
     if isinstance(exc, WorkflowUpdateFailedError) and isinstance(exc.cause, ApplicationError):
-        code = {CONFLICT: "conflict", NOT_AWAITING: "not_awaiting"}.get(exc.cause.type or "", "refused")
+        codes = {CONFLICT: "conflict", NOT_AWAITING: "not_awaiting", CLOSED: "closed"}
+        code = codes.get(exc.cause.type or "", "refused")
         return CommandError(code, exc.cause.message)
     if isinstance(exc, WorkflowUpdateRPCTimeoutOrCancelledError):
         return CommandError("unavailable", "the workflow did not answer in time; retry")

@@ -64,6 +64,9 @@ LOOKUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attemp
 LOOKUP_GIVE_UP = timedelta(minutes=5)
 LOOKUP_NOTE = "Found in the Early Help case system by lookup"
 NOT_AWAITING = "NotAwaiting"
+#: A command for a referral already closed, while its workflow is still finishing (its last
+#: emails and their receipts): answered as the API answers once the workflow has gone.
+CLOSED = "Closed"
 CONFLICT = "Conflict"
 
 
@@ -438,6 +441,8 @@ class ReferralWorkflow(ReferralEmails):
 
     def _open_handoff(self, team: Team) -> HandoffState:
         """The open hand-off to `team`, or an Update failure the API turns into 409."""
+        if self._state.status == Status.CLOSED:
+            raise ApplicationError("this referral is closed", type=CLOSED)
         current = self._state.current
         if current is None or current.team != team or self._transitioning:
             waiting = "nobody" if current is None else current.team.value

@@ -12,12 +12,13 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest
 import pytest_asyncio
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from commands import ReferralCommands
+from commands import CommandError, ReferralCommands
 from models import identity
 from models.enums import EventType, Outcome, Status
 from models.payloads import DecisionInput, EmailInput, EmailResult, ReferralState
@@ -80,6 +81,10 @@ class TestLateReceipts:
         rid, outcome = await closed_without_action(h, "NP-LATE-BOUNCE")
         await asyncio.sleep(0.5)
         assert await running(h, rid), "closed, but waiting for the outcome email's receipt"
+        # Commands meanwhile are refused as for any closed referral, not as "not awaiting".
+        with pytest.raises(CommandError) as refused:
+            await h.commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
+        assert refused.value.code == "closed"
         handle = h.client.get_workflow_handle(identity.workflow_id(rid), result_type=ReferralState)
         await handle.signal(ReferralWorkflow.delivery_status, receipt(outcome, "permanent-failure"))
         state: ReferralState = await asyncio.wait_for(handle.result(), 30)
