@@ -41,7 +41,7 @@ from web.deps import (
     actor_of,
     require,
 )
-from web.errors import API_PREFIX, ApiError
+from web.errors import API_PREFIX, ApiError, field_errors
 
 log = structlog.get_logger(__name__)
 
@@ -127,15 +127,6 @@ class _Valid:
         self.referral_id = referral_id_for(self.details.force, self.details.police_reference)
 
 
-def _field_errors(exc: ValidationError) -> dict[str, str]:
-    """Each bad field by its dotted name, as POST /referrals's 422 names it."""
-    fields: dict[str, str] = {}
-    for err in exc.errors():
-        name = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        fields.setdefault(name, str(err.get("msg", "invalid")))
-    return fields
-
-
 def _validate(index: int, item: Any) -> _Valid | BatchItemRead:
     if not isinstance(item, dict):
         return BatchItemRead(
@@ -146,7 +137,7 @@ def _validate(index: int, item: Any) -> _Valid | BatchItemRead:
     try:
         body = ReferralCreate.model_validate(item)
     except ValidationError as exc:
-        return BatchItemRead(index=index, status=ItemStatus.INVALID, errors=_field_errors(exc))
+        return BatchItemRead(index=index, status=ItemStatus.INVALID, errors=field_errors(exc))
     return _Valid(index, body, body.to_details())
 
 

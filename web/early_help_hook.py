@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -37,7 +35,7 @@ from models.payloads import AcknowledgeInput, RecordId
 from models.policy import CaseSystemPolicy
 from models.tables import Referral, WebhookReceipt
 from web.deps import Commands, SessionDep
-from web.errors import API_PREFIX, ApiError, error_responses
+from web.errors import API_PREFIX, ApiError, error_responses, parse_body
 
 log = structlog.get_logger(__name__)
 
@@ -111,18 +109,6 @@ def _unsigned(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'HMAC realm="early-help"'})
 
 
-def _record(body: bytes) -> CaseRecordCreate:
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(422, "invalid", "the body is not JSON", fields={"body": "not JSON"}) from None
-    try:
-        return CaseRecordCreate.model_validate(data)
-    except ValidationError as exc:
-        fields = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
-        raise ApiError(422, "invalid", "the record is not valid", fields=fields) from None
-
-
 @router.post(
     "/integrations/early-help/records",
     response_model=CaseRecordRead,
@@ -136,7 +122,7 @@ async def case_record(request: Request, session: SessionDep, commands: Commands)
     now = datetime.now(UTC)
     body = await request.body()
     signed = _verified(request, body, now)
-    record = _record(body)
+    record = parse_body(body, CaseRecordCreate, "record")
     digest = hashlib.sha256(signed.encode()).hexdigest()
     if await session.scalar(select(WebhookReceipt.id).where(WebhookReceipt.digest == digest)) is not None:
         raise ApiError(409, "replayed", "this request was received before")

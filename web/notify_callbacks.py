@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Text, cast, select
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -33,7 +32,7 @@ from models.enums import MessageKind
 from models.notify_payloads import DeliveryStatus, DeliveryStatusInput
 from models.tables import OutboxMessage
 from web.deps import RETRY_AFTER, SessionDep
-from web.errors import API_PREFIX, ApiError, error_responses
+from web.errors import API_PREFIX, ApiError, error_responses, parse_body
 from workflows.referral import ReferralWorkflow
 
 log = structlog.get_logger(__name__)
@@ -81,18 +80,6 @@ def _authorised(request: Request) -> None:
         )
 
 
-async def _receipt(request: Request) -> NotifyCallbackCreate:
-    try:
-        data: Any = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(422, "invalid", "the body is not JSON", fields={"body": "not JSON"}) from None
-    try:
-        return NotifyCallbackCreate.model_validate(data)
-    except ValidationError as exc:
-        fields = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
-        raise ApiError(422, "invalid", "the receipt is not valid", fields=fields) from None
-
-
 _BODY_SCHEMA = NotifyCallbackCreate.model_json_schema()
 
 
@@ -107,7 +94,7 @@ _BODY_SCHEMA = NotifyCallbackCreate.model_json_schema()
 async def notify_callback(request: Request, session: SessionDep) -> NotifyCallbackRead:
     """A GOV.UK Notify delivery receipt: kept on the message and put in the referral's chronology."""
     _authorised(request)
-    receipt = await _receipt(request)
+    receipt = parse_body(await request.body(), NotifyCallbackCreate, "receipt")
     if receipt.notification_type != "email":
         return NotifyCallbackRead(recorded=False, chronology=False)
     row = await _message(session, receipt)
