@@ -487,7 +487,8 @@ def _progress(ids: dict[str, str], refused: dict[str, tuple[int, str]]) -> dict[
 
 
 def _heartbeat() -> None:
-    if activity.in_activity():
+    # A local try of send_email has no heartbeat: its whole budget is a few seconds.
+    if activity.in_activity() and not activity.info().is_local:
         activity.heartbeat()
 
 

@@ -108,7 +108,10 @@ async def escalation_ladder(h: Harness) -> str:
     rid = intake.state.referral_id
     decided = await h.commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
     assert decided.state.current is not None
-    await h.env.sleep(decided.state.current.due_at + timedelta(days=6) - await h.env.get_current_time())
+    # Two hours past a ladder instant: the time-skipping server strands a workflow task that
+    # cancels a timer fired while the task was with the worker (temporalio/sdk-java#3088).
+    until = decided.state.current.due_at + timedelta(days=6, hours=2)
+    await h.env.sleep(until - await h.env.get_current_time())
     repeats = [s.email.repeat for s in h.fakes.of_kind("escalation")]
     assert max(repeats) >= 2, f"repeats went out: {repeats}"
     ack = AcknowledgeInput(team=Team.EARLY_HELP, record_id="EH-000789", actor=EARLY_HELP)
@@ -214,6 +217,9 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[], Policy]]] = {
     "duplicate_submission": (duplicate_submission, _default),
     "delivery_fallback": (delivery_fallback, _with_fallback),
     "transferred": (transferred, _england),
+    # Recorded after the "local-activities" patch: planning and projections as markers.
+    "local_escalation_ladder": (escalation_ladder, _default),
+    "local_early_help_declined": (early_help_declined, _default),
 }
 
 

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         Actor,
         DecisionInput,
         DeclineInput,
+        EmailInput,
         EmailResult,
         HandoffPlan,
         HandoffState,
@@ -271,7 +272,7 @@ class ReferralWorkflow(ReferralEmails):
     async def _open(self, team: Team) -> HandoffState:
         opened_at = workflow.now()
         authority = self._transfer if team == Team.OTHER_AUTHORITY else None
-        plan: HandoffPlan = await workflow.execute_activity(
+        plan: HandoffPlan = await self._run_activity(
             "plan_handoff",
             PlanHandoffInput(
                 referral_id=self._input.referral_id,
@@ -282,8 +283,6 @@ class ReferralWorkflow(ReferralEmails):
                 authority=authority.authority if authority else None,
             ),
             result_type=HandoffPlan,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=FOREVER,
         )
         handoff = HandoffState(
             seq=len(self._state.handoffs) + 1,
@@ -355,6 +354,15 @@ class ReferralWorkflow(ReferralEmails):
     async def _send_step(self, handoff: HandoffState, send: PlannedSend) -> None:
         kind = MessageKind.REMINDER if send.kind == StepKind.REMINDER else MessageKind.ESCALATION
         email = self._email(handoff, kind, step=send.step, repeat=send.repeat, to=send.recipients)
+        # A local try first: during a burst (a long weekend's escalations falling due at once) each
+        # escalation is then one workflow task. An Update arriving meanwhile waits for it (seconds
+        # at most, LOCAL_BUDGET): a ladder email is never sent twice, outbox or not.
+        done, local = await self._try_local("send_email", email, result_type=EmailResult)
+        if done and local is not None:
+            self._sent_step(handoff, send, email, local)
+            return
+        if handoff.closed_at is not None:
+            return  # acknowledged while the local try failed: nothing stale goes out
         task = workflow.start_activity(
             "send_email",
             email,
@@ -372,6 +380,11 @@ class ReferralWorkflow(ReferralEmails):
             result = await task
         except ActivityError:
             return
+        self._sent_step(handoff, send, email, result)
+
+    def _sent_step(
+        self, handoff: HandoffState, send: PlannedSend, email: EmailInput, result: EmailResult
+    ) -> None:
         handoff.done.append((send.step, send.repeat))
         if send.kind == StepKind.ESCALATION:
             handoff.escalation_level += 1
@@ -518,15 +531,14 @@ class ReferralWorkflow(ReferralEmails):
             version = self._state.version
             events = [e for e in self._state.events if e.seq > since]
             snapshot = self._state.model_copy(update={"events": events}, deep=True)
-            await workflow.execute_activity(
+            await self._run_activity(
                 "project_referral",
                 ProjectInput(
                     state=snapshot,
                     submitted_by=self._input.submitted_by,
                     details=self._input.details,
                 ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=FOREVER,
+                result_type=type(None),
             )
             self._projected_version = version
             self._projected_event_seq = max([self._projected_event_seq, *(e.seq for e in events)])

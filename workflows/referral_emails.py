@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from models.enums import EventType, MessageKind
@@ -44,9 +46,27 @@ DELIVERY_STATUS_PATCH = "notify-delivery-status"
 #: Guards the wait for Notify's receipts of outcome emails once a referral closes (added
 #: 2026-11-26), so that a bounce arriving after the close still reaches the fallback recipients.
 OUTCOME_RECEIPTS_PATCH = "await-outcome-receipts"
+#: Quick activities run as local activities, inside the workflow task, in workflows started after
+#: this change (added 2026-11-26): planning a hand-off, projecting into SQL and sending a ladder
+#: email. An intake, an acknowledgement or an escalation then takes one workflow task where it
+#: took three or more, a workflow evicted from the cache is replayed once per escalation rather
+#: than three times, and the history keeps no copy of each projection's input. Outcome emails
+#: stay on the server's queue: an Update answers when its workflow task completes, and must not
+#: wait for the mail server. Memoized per run: a history
+#: recorded before it replays with its server-side activities.
+LOCAL_ACTIVITIES_PATCH = "local-activities"
+#: The local try's whole budget. Past it (a database or mail server away or slow) the same
+#: activity goes to the server's queue with FOREVER retries, as before the change, so the workflow
+#: task is not held open and the ladder's timers, Updates and signals go on being served. The
+#: outbox keeps a retried email to one delivery per key, local try or not.
+LOCAL_BUDGET = timedelta(seconds=5)
+LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=3)
 #: Notify keeps trying a temporarily failing email for 72 hours before its final receipt; a
 #: closed referral's workflow waits a day more for it, then finishes regardless.
 RECEIPT_WAIT = timedelta(days=4)
+
+
+T = TypeVar("T")
 
 
 class ReferralEmails:
@@ -68,6 +88,38 @@ class ReferralEmails:
         at: datetime | None = None,
     ) -> None:
         raise NotImplementedError  # ReferralWorkflow's
+
+    async def _try_local(self, name: str, arg: Any, *, result_type: type[T]) -> tuple[bool, T | None]:
+        """(True, the result) from a local try; (False, None) when it failed or predates the patch."""
+        if not workflow.patched(LOCAL_ACTIVITIES_PATCH):
+            return False, None
+        try:
+            result: T = await workflow.execute_local_activity(
+                name,
+                arg,
+                result_type=result_type,
+                schedule_to_close_timeout=LOCAL_BUDGET,
+                retry_policy=LOCAL_RETRY,
+            )
+        except FailureError as exc:
+            # The last attempt's failure (an ApplicationError), or the budget's timeout.
+            workflow.logger.warning("%s: local try failed (%s); handed to the server", name, exc)
+            return False, None
+        return True, result
+
+    async def _run_activity(self, name: str, arg: Any, *, result_type: type[T]) -> T:
+        """A quick activity's result: a local try first, then through the server, retried forever."""
+        done, local = await self._try_local(name, arg, result_type=result_type)
+        if done:
+            return local  # type: ignore[return-value]
+        result: T = await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=FOREVER,
+        )
+        return result
 
     def _email(
         self, handoff: HandoffState, kind: MessageKind, *, step: int, repeat: int, to: list[str]
@@ -94,6 +146,8 @@ class ReferralEmails:
         email = self._email(
             handoff, MessageKind.OUTCOME, step=0, repeat=0, to=[self._input.details.referrer.email]
         )
+        # Through the server, never a local try: an Update answering in the same workflow task
+        # would otherwise wait for the mail server too.
         result: EmailResult = await workflow.execute_activity(
             "send_email",
             email,

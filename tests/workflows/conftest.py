@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,6 +65,9 @@ class FakeSideEffects:
     attempts: int = 0
     #: Addresses the "mail server" refuses for good (an SMTP 550), as the real activity reports it.
     rejecting: frozenset[str] = frozenset()
+    #: The server's clock, for sends made by a local activity (whose scheduled time is the
+    #: worker's wall clock, not the time-skipping server's). Set by `Harness.worker()`.
+    clock: Callable[[], Awaitable[datetime]] | None = None
 
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
@@ -73,7 +76,9 @@ class FakeSideEffects:
         if input.kind.value != "outcome" and self.failing_sends > 0:
             self.failing_sends -= 1
             raise ConnectionRefusedError("SMTP server unreachable (fake)")
-        self.emails.append(Sent(input, activity.info().current_attempt_scheduled_time))
+        info = activity.info()
+        at = await self.clock() if info.is_local and self.clock else info.current_attempt_scheduled_time
+        self.emails.append(Sent(input, at))
         rejected = [r for r in input.recipients if r in self.rejecting]
         return EmailResult(
             message_id=f"<{input.key}@test>",
@@ -106,6 +111,8 @@ class Harness:
 
     def worker(self) -> Worker:
         """A worker on this harness's task queue with the fakes and the real calendar."""
+        if self.fakes.clock is None:
+            self.fakes.clock = self.env.get_current_time
         return Worker(
             self.client,
             task_queue=self.queue,

@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 
 from commands import ReferralCommands
 from models.enums import EventType, Outcome, Status, Team
-from models.payloads import AcknowledgeInput, DecisionInput, HandoffPlan, PlanHandoffInput
+from models.payloads import AcknowledgeInput, DecisionInput, HandoffPlan, PlanHandoffInput, ProjectInput
 from tests.conftest import EARLY_HELP, FRONT_DOOR, POLICE, sample_details
 from tests.workflows.conftest import Harness
 from workflows.referral import ReferralWorkflow
@@ -101,3 +101,54 @@ class TestDecisionBeforeTheFrontDoorOpens:
         assert decided.state.outcome == Outcome.NO_FURTHER_ACTION
         (front_door,) = decided.state.handoffs
         assert front_door.team == Team.FRONT_DOOR and front_door.result == Outcome.NO_FURTHER_ACTION.value
+
+
+class TestLocalTryFails:
+    """A projection whose local try fails (the database away) goes to the server and still lands."""
+
+    async def test_the_projection_is_handed_to_the_server_and_applied_once_back(
+        self, harness: Harness
+    ) -> None:
+        failures = {"left": 3}  # every attempt of the local try (LOCAL_RETRY) fails
+        projections = harness.fakes.projections
+
+        @activity.defn(name="project_referral")
+        async def flaky_projection(input: ProjectInput) -> None:
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                raise ConnectionRefusedError("database unreachable (fake)")
+            projections.append(input)
+
+        queue = f"test-{uuid.uuid4()}"
+        worker = Worker(
+            harness.client,
+            task_queue=queue,
+            workflows=[ReferralWorkflow],
+            activities=[harness.deadlines.plan_handoff, harness.fakes.send_email, flaky_projection],
+        )
+        commands = ReferralCommands(harness.client, queue)
+        async with worker:
+            now = await harness.env.get_current_time()
+            intake = await commands.submit(sample_details("NP-LOCAL-FAILS"), actor=POLICE, received_at=now)
+            rid = intake.state.referral_id
+            decided = await commands.decide(rid, DecisionInput(outcome=Outcome.EARLY_HELP, actor=FRONT_DOOR))
+            # Closed, not left open: its ladder's timers would fire during later tests' skips.
+            await commands.acknowledge(
+                rid, AcknowledgeInput(team=Team.EARLY_HELP, record_id="EH-LOCAL", actor=EARLY_HELP)
+            )
+            handle = harness.client.get_workflow_handle(f"referral-{rid}")
+            await handle.result()
+            history = await handle.fetch_history()
+
+        assert failures["left"] == 0, "the local try never failed: the test proves nothing"
+        assert decided.projected, "the decision is listed, through the server's activity"
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert "project_referral" in scheduled, "the failed local try was not handed to the server"
+        mine = [p for p in projections if p.state.referral_id == rid]
+        seqs = [e.seq for p in mine for e in p.state.events]
+        assert seqs == sorted(set(seqs)), "an event was projected twice or out of order"
+        assert mine[-1].state.version >= decided.state.version

@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 
 from tests.conftest import ROOT
 from workflows.referral import ReferralWorkflow
-from workflows.referral_emails import DELIVERY_FALLBACK_PATCH
+from workflows.referral_emails import DELIVERY_FALLBACK_PATCH, LOCAL_ACTIVITIES_PATCH
 
 HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
 
@@ -45,6 +45,8 @@ def test_the_recorded_scenarios_are_there() -> None:
         "duplicate_submission",
         "delivery_fallback",
         "transferred",
+        "local_escalation_ladder",
+        "local_early_help_declined",
     } <= names
 
 
@@ -85,6 +87,39 @@ async def test_histories_from_before_the_delivery_fallback_replay_on_the_patched
     after = ROOT / "tests" / "histories" / "delivery_fallback.json"
     assert patches(after) == {DELIVERY_FALLBACK_PATCH}
     assert (await replayer().replay_workflow(load_history(after))).replay_failure is None
+
+
+def scheduled_activities(path: Path) -> list[str]:
+    """The activity types a recorded history scheduled through the server, in order."""
+    history = json.loads(path.read_text(encoding="utf-8"))
+    return [
+        event["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for event in history["events"]
+        if "activityTaskScheduledEventAttributes" in event
+    ]
+
+
+LOCAL = {"plan_handoff", "project_referral"}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_planning_and_projections_are_local_only_after_the_patch(path: Path) -> None:
+    scheduled = set(scheduled_activities(path))
+    if LOCAL_ACTIVITIES_PATCH in patches(path):
+        # Markers, not server activities: one workflow task per step, no projection input kept
+        # (each local try succeeded while these were recorded). Outcome emails stay on the server.
+        assert scheduled & LOCAL == set()
+        assert scheduled == {"send_email"}
+    else:
+        # Recorded before the patch: replaying them must keep their server-side activities.
+        assert scheduled & LOCAL == LOCAL
+    assert (await replayer().replay_workflow(load_history(path))).replay_failure is None
+
+
+def test_the_local_activity_histories_were_recorded_after_the_patch() -> None:
+    for name in ("local_escalation_ladder", "local_early_help_declined"):
+        assert LOCAL_ACTIVITIES_PATCH in patches(ROOT / "tests" / "histories" / f"{name}.json")
+    assert LOCAL_ACTIVITIES_PATCH not in patches(ROOT / "tests" / "histories" / "escalation_ladder.json")
 
 
 def _payload_texts(node: object) -> list[str]:
