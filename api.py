@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Awaitable
@@ -11,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -63,7 +62,6 @@ from web.batch import router as batch_router
 from web.dashboard import router as dashboard_router
 from web.deps import (
     DATABASE_DOWN,
-    DATABASE_WAIT,
     Commands,
     CurrentUser,
     SessionDep,
@@ -71,6 +69,7 @@ from web.deps import (
     abandon,
     actor_of,
     commandable_referral,
+    read_apart,
     require,
     visible_referral,
 )
@@ -103,11 +102,26 @@ def _read(result_state: ReferralState, now: datetime, user: User) -> dict[str, A
     response_model=ReferralRead,
     responses={
         200: {"model": ReferralRead, "description": "The same referral was submitted before"},
-        202: {"model": ReferralRead, "description": "Held by Temporal, not yet listed"},
+        202: {
+            "model": ReferralRead,
+            "description": "Held by Temporal, not yet listed (always so with `Prefer: respond-async`)",
+        },
     },
 )
 async def submit_referral(
-    body: ReferralCreate, user: CurrentUser, session: SessionDep, commands: Commands
+    request: Request,
+    body: ReferralCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    commands: Commands,
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=500,
+            description="`respond-async` (RFC 7240): answer 202 as soon as Temporal holds the "
+            "referral, before its first deadline is planned and listed",
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Submit a referral: 201 created, 202 created but not yet listed, 200 duplicate, 409 conflict."""
     require(user, Role.POLICE, Role.FRONT_DOOR)
@@ -120,11 +134,8 @@ async def submit_referral(
         )
     details = body.to_details()
     try:
-        existing = await asyncio.wait_for(
-            repository.get_referral(session, referral_id_for(details.force, details.police_reference)),
-            DATABASE_WAIT,
-        )
-        await asyncio.wait_for(session.commit(), DATABASE_WAIT)
+        rid = referral_id_for(details.force, details.police_reference)
+        existing = await read_apart(request, lambda own: repository.get_referral(own, rid))
     except DATABASE_DOWN:
         # Intake must not depend on the read model: the workflow refuses a duplicate of an open
         # or recently closed referral itself, so only one closed past retention could slip by.
@@ -137,9 +148,26 @@ async def submit_referral(
             raise ApiError(409, "conflict", "this police reference was already used with different content")
         now = datetime.now(UTC)
         return JSONResponse(_read(repository.state_of(existing), now, user), status_code=200)
-    result = await commands.submit(details, actor=actor_of(user), received_at=datetime.now(UTC))
+    respond_async = prefers_respond_async(prefer)
+    submit = commands.submit_async if respond_async else commands.submit
+    result = await submit(details, actor=actor_of(user), received_at=datetime.now(UTC))
     status = 200 if not result.created else (201 if result.projected else 202)
-    return JSONResponse(_read(result.state, datetime.now(UTC), user), status_code=status)
+    headers = {"Location": f"{API_PREFIX}/referrals/{result.state.referral_id}"}
+    if respond_async:
+        headers["Preference-Applied"] = "respond-async"
+    return JSONResponse(_read(result.state, datetime.now(UTC), user), status_code=status, headers=headers)
+
+
+def prefers_respond_async(prefer: str | None) -> bool:
+    """Whether a `Prefer` header (RFC 7240: comma-separated, each `token[=value][;params]`) asks
+    for `respond-async`. Preferences not understood are ignored, as the RFC requires."""
+    if not prefer:
+        return False
+    for preference in prefer.split(","):
+        token = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+        if token == "respond-async":
+            return True
+    return False
 
 
 @router.get("/referrals", response_model=ReferralPage)

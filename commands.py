@@ -75,6 +75,22 @@ async def _retrieve(start: WithStartWorkflowOperation[Any, Any]) -> None:
         await start.workflow_handle()
 
 
+def intake_input(
+    details: ReferralDetails, *, actor: Actor, received_at: datetime, respond_async: bool = False
+) -> ReferralInput:
+    """The workflow's start input (and `submit` argument) for a submitted referral."""
+    rid = identity.referral_id(details.force, details.police_reference)
+    return ReferralInput(
+        referral_id=rid,
+        reference=identity.reference_for(rid),
+        fingerprint=identity.fingerprint(details),
+        received_at=received_at,
+        submitted_by=actor,
+        details=details,
+        respond_async=respond_async,
+    )
+
+
 class ReferralCommands:
     """Sends commands to referral workflows on one task queue."""
 
@@ -87,15 +103,8 @@ class ReferralCommands:
 
     async def submit(self, details: ReferralDetails, *, actor: Actor, received_at: datetime) -> IntakeResult:
         """Start the referral's workflow, or land on the existing one with the same key."""
-        rid = identity.referral_id(details.force, details.police_reference)
-        input = ReferralInput(
-            referral_id=rid,
-            reference=identity.reference_for(rid),
-            fingerprint=identity.fingerprint(details),
-            received_at=received_at,
-            submitted_by=actor,
-            details=details,
-        )
+        input = intake_input(details, actor=actor, received_at=received_at)
+        rid = input.referral_id
         start = WithStartWorkflowOperation(
             ReferralWorkflow.run,
             input,
@@ -125,6 +134,34 @@ class ReferralCommands:
             ):
                 return await self._closed_duplicate(input)
             raise _refusal(exc) from exc
+
+    async def submit_async(
+        self, details: ReferralDetails, *, actor: Actor, received_at: datetime
+    ) -> IntakeResult:
+        """Start the referral's workflow and answer as soon as Temporal holds it (respond-async).
+
+        `projected` is False: the workflow plans and lists the referral moments later. A referral
+        already started (a resubmission, or a race with another) takes `submit`'s path, which
+        answers duplicate or conflict from the workflow itself.
+        """
+        input = intake_input(details, actor=actor, received_at=received_at, respond_async=True)
+        try:
+            await self.client.start_workflow(
+                ReferralWorkflow.run,
+                input,
+                id=identity.workflow_id(input.referral_id),
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=self.update_timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            return await self.submit(details, actor=actor, received_at=received_at)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.ALREADY_EXISTS:
+                return await self.submit(details, actor=actor, received_at=received_at)
+            raise _refusal(exc) from exc
+        return IntakeResult(created=True, projected=False, state=ReferralState.received(input))
 
     async def _closed_duplicate(self, input: ReferralInput) -> IntakeResult:
         state = await self.state(input.referral_id)

@@ -487,8 +487,7 @@ def _progress(ids: dict[str, str], refused: dict[str, tuple[int, str]]) -> dict[
 
 
 def _heartbeat() -> None:
-    # A local try of send_email has no heartbeat: its whole budget is a few seconds.
-    if activity.in_activity() and not activity.info().is_local:
+    if activity.in_activity():
         activity.heartbeat()
 
 

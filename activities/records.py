@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.cancel import abandon_on_cancel
 from models import tables
 from models.payloads import ProjectInput, ReferralState
 
@@ -53,6 +54,9 @@ class RecordActivities:
     @activity.defn(name="project_referral")
     async def project_referral(self, input: ProjectInput) -> None:
         """Upsert the referral row (newer versions only) and append its new events."""
+        await abandon_on_cancel(self._project(input))
+
+    async def _project(self, input: ProjectInput) -> None:
         state = input.state
         async with self.sessions() as session, session.begin():
             purged = await session.scalar(

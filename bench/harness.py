@@ -692,15 +692,22 @@ async def drive(count: int, concurrency: int, call: Callable[[int], Awaitable[in
 
 
 async def submit_referrals(
-    st: Stack, count: int, concurrency: int, prefix: str, *, risk: str = "green"
+    st: Stack,
+    count: int,
+    concurrency: int,
+    prefix: str,
+    *,
+    risk: str = "green",
+    respond_async: bool = False,
 ) -> tuple[LoadResult, list[str]]:
     """POST /api/v1/referrals `count` times, spread over the API processes; the ids made."""
     clients = [st.client("police", i) for i in range(len(st.api_urls))]
     ids: list[str] = []
+    headers = {"Prefer": "respond-async"} if respond_async else {}
 
     async def call(n: int) -> int:
         response = await clients[n % len(clients)].post(
-            "/api/v1/referrals", json=referral_body(f"{prefix}-{n:07d}", risk)
+            "/api/v1/referrals", json=referral_body(f"{prefix}-{n:07d}", risk), headers=headers
         )
         if response.status_code in (200, 201, 202):
             ids.append(response.json()["id"])

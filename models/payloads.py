@@ -94,6 +94,9 @@ class ReferralInput(Strict):
     received_at: datetime
     submitted_by: Actor
     details: ReferralDetails
+    #: Started by `start_workflow` alone (the caller asked `Prefer: respond-async`): the start is
+    #: the first submission, and no `submit` Update comes with it.
+    respond_async: bool = False
 
 
 class DecisionInput(Strict):
@@ -225,6 +228,21 @@ class ReferralState(BaseModel):
     handoffs: list[HandoffState] = []
     events: list[ReferralEvent] = []
     version: int = 0
+
+    @classmethod
+    def received(cls, input: ReferralInput) -> ReferralState:
+        """The state a referral's workflow starts from: received, awaiting the front door."""
+        details = input.details
+        return cls(
+            referral_id=input.referral_id,
+            reference=input.reference,
+            fingerprint=input.fingerprint,
+            force=details.force,
+            police_reference=details.police_reference,
+            risk=details.risk,
+            status=Status.AWAITING_DECISION,
+            received_at=input.received_at,
+        )
 
     @property
     def current(self) -> HandoffState | None:

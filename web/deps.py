@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from activities.cancel import abandon_on_cancel
 from commands import ReferralCommands
 from models import repository
 from models.enums import Role
@@ -33,6 +34,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+T = TypeVar("T")
 
 
 #: Errors that mean the read model did not answer (as opposed to a bug in a query).
@@ -115,6 +117,21 @@ async def abandon(session: AsyncSession) -> None:
         await session.invalidate()
 
 
+async def read_apart(request: Request, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`query` on a session of its own, given up on after DATABASE_WAIT without waiting for it.
+
+    A database that stops answering (no reset, no refusal) holds psycopg's own cancellation of
+    the query for ten seconds or more; `asyncio.wait_for` would wait for that too. Abandoned, the
+    query unwinds in the background and closes its own session; the request's session is untouched.
+    """
+
+    async def run() -> T:
+        async with request.app.state.sessions() as own:
+            return await query(own)
+
+    return await asyncio.wait_for(abandon_on_cancel(run()), DATABASE_WAIT)
+
+
 def token_cache_of(request: Request) -> TokenCache:
     """The app's cache of verified tokens (one per app, created on first use)."""
     cache: TokenCache | None = getattr(request.app.state, "token_cache", None)
@@ -134,7 +151,7 @@ async def current_user(request: Request, session: SessionDep) -> User:
     cache = token_cache_of(request)
     now = datetime.now(UTC)
     try:
-        held = await asyncio.wait_for(repository.token_holder(session, token, now=now), DATABASE_WAIT)
+        held = await read_apart(request, lambda own: repository.token_holder(own, token, now=now))
     except DATABASE_DOWN:
         await abandon(session)
         user = cache.recall(token)

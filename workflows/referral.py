@@ -78,18 +78,9 @@ class ReferralWorkflow(ReferralEmails):
     @workflow.init
     def __init__(self, input: ReferralInput) -> None:
         self._input = input
-        details = input.details
-        self._state = ReferralState(
-            referral_id=input.referral_id,
-            reference=input.reference,
-            fingerprint=input.fingerprint,
-            force=details.force,
-            police_reference=details.police_reference,
-            risk=details.risk,
-            status=Status.AWAITING_DECISION,
-            received_at=input.received_at,
-        )
-        self._submissions = 0
+        self._state = ReferralState.received(input)
+        # Started without a `submit` Update (Prefer: respond-async): the start was the submission.
+        self._submissions = 1 if input.respond_async else 0
         self._projected_version = 0
         self._projected_event_seq = 0
         # Set by the `reproject` signal: the next projection writes everything again.
@@ -354,15 +345,6 @@ class ReferralWorkflow(ReferralEmails):
     async def _send_step(self, handoff: HandoffState, send: PlannedSend) -> None:
         kind = MessageKind.REMINDER if send.kind == StepKind.REMINDER else MessageKind.ESCALATION
         email = self._email(handoff, kind, step=send.step, repeat=send.repeat, to=send.recipients)
-        # A local try first: during a burst (a long weekend's escalations falling due at once) each
-        # escalation is then one workflow task. An Update arriving meanwhile waits for it (seconds
-        # at most, LOCAL_BUDGET): a ladder email is never sent twice, outbox or not.
-        done, local = await self._try_local("send_email", email, result_type=EmailResult)
-        if done and local is not None:
-            self._sent_step(handoff, send, email, local)
-            return
-        if handoff.closed_at is not None:
-            return  # acknowledged while the local try failed: nothing stale goes out
         task = workflow.start_activity(
             "send_email",
             email,

@@ -46,20 +46,20 @@ DELIVERY_STATUS_PATCH = "notify-delivery-status"
 #: Guards the wait for Notify's receipts of outcome emails once a referral closes (added
 #: 2026-11-26), so that a bounce arriving after the close still reaches the fallback recipients.
 OUTCOME_RECEIPTS_PATCH = "await-outcome-receipts"
-#: Quick activities run as local activities, inside the workflow task, in workflows started after
-#: this change (added 2026-11-26): planning a hand-off, projecting into SQL and sending a ladder
-#: email. An intake, an acknowledgement or an escalation then takes one workflow task where it
-#: took three or more, a workflow evicted from the cache is replayed once per escalation rather
-#: than three times, and the history keeps no copy of each projection's input. Outcome emails
-#: stay on the server's queue: an Update answers when its workflow task completes, and must not
-#: wait for the mail server. Memoized per run: a history
-#: recorded before it replays with its server-side activities.
+#: Planning a hand-off and projecting into SQL run as local activities, inside the workflow task,
+#: in workflows started after this change (added 2026-11-26). An intake, a decision or an
+#: escalation then takes one or two workflow tasks where it took three or four, a workflow
+#: evicted from the cache is replayed fewer times in a burst, and the history keeps no copy of
+#: each projection's input. Emails stay on the server's queue: an Update answers when its
+#: workflow task completes and must not wait for the mail server, and the outbox's handling of a
+#: send cancelled after its data went (an acknowledgement) stays as the chaos suite tests it.
+#: Memoized per run: a history recorded before it replays with its server-side activities.
 LOCAL_ACTIVITIES_PATCH = "local-activities"
-#: The local try's whole budget. Past it (a database or mail server away or slow) the same
-#: activity goes to the server's queue with FOREVER retries, as before the change, so the workflow
-#: task is not held open and the ladder's timers, Updates and signals go on being served. The
-#: outbox keeps a retried email to one delivery per key, local try or not.
-LOCAL_BUDGET = timedelta(seconds=5)
+#: The local try's whole budget: planning and projecting take milliseconds. Past it (a database
+#: away or not answering) the same activity goes to the server's queue with FOREVER retries, as
+#: before the change, so the workflow task is not held open and the ladder's timers, Updates and
+#: signals go on being served.
+LOCAL_BUDGET = timedelta(seconds=2)
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=3)
 #: Notify keeps trying a temporarily failing email for 72 hours before its final receipt; a
 #: closed referral's workflow waits a day more for it, then finishes regardless.
@@ -108,7 +108,8 @@ class ReferralEmails:
         return True, result
 
     async def _run_activity(self, name: str, arg: Any, *, result_type: type[T]) -> T:
-        """A quick activity's result: a local try first, then through the server, retried forever."""
+        """A quick activity's result (planning, projecting): a local try first, then through the
+        server, retried forever."""
         done, local = await self._try_local(name, arg, result_type=result_type)
         if done:
             return local  # type: ignore[return-value]
