@@ -23,7 +23,7 @@ import time
 
 #: (name, full-size arguments, quick arguments, time limit in seconds for the full size)
 BENCHMARKS: list[tuple[str, list[str], list[str], int]] = [
-    ("intake", [], ["--quick"], 900),
+    ("intake", [], ["--quick"], 1800),
     ("ack", [], ["--quick"], 900),
     ("catchup", [], ["--quick"], 1800),
     ("memory", [], ["--quick"], 1800),
