@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         Actor,
         DecisionInput,
         DeclineInput,
-        EmailInput,
         EmailResult,
         HandoffPlan,
         HandoffState,
@@ -362,11 +361,6 @@ class ReferralWorkflow(ReferralEmails):
             result = await task
         except ActivityError:
             return
-        self._sent_step(handoff, send, email, result)
-
-    def _sent_step(
-        self, handoff: HandoffState, send: PlannedSend, email: EmailInput, result: EmailResult
-    ) -> None:
         handoff.done.append((send.step, send.repeat))
         if send.kind == StepKind.ESCALATION:
             handoff.escalation_level += 1

@@ -89,30 +89,22 @@ class ReferralEmails:
     ) -> None:
         raise NotImplementedError  # ReferralWorkflow's
 
-    async def _try_local(self, name: str, arg: Any, *, result_type: type[T]) -> tuple[bool, T | None]:
-        """(True, the result) from a local try; (False, None) when it failed or predates the patch."""
-        if not workflow.patched(LOCAL_ACTIVITIES_PATCH):
-            return False, None
-        try:
-            result: T = await workflow.execute_local_activity(
-                name,
-                arg,
-                result_type=result_type,
-                schedule_to_close_timeout=LOCAL_BUDGET,
-                retry_policy=LOCAL_RETRY,
-            )
-        except FailureError as exc:
-            # The last attempt's failure (an ApplicationError), or the budget's timeout.
-            workflow.logger.warning("%s: local try failed (%s); handed to the server", name, exc)
-            return False, None
-        return True, result
-
     async def _run_activity(self, name: str, arg: Any, *, result_type: type[T]) -> T:
         """A quick activity's result (planning, projecting): a local try first, then through the
         server, retried forever."""
-        done, local = await self._try_local(name, arg, result_type=result_type)
-        if done:
-            return local  # type: ignore[return-value]
+        if workflow.patched(LOCAL_ACTIVITIES_PATCH):
+            try:
+                local: T = await workflow.execute_local_activity(
+                    name,
+                    arg,
+                    result_type=result_type,
+                    schedule_to_close_timeout=LOCAL_BUDGET,
+                    retry_policy=LOCAL_RETRY,
+                )
+                return local
+            except FailureError as exc:
+                # The last attempt's failure (an ApplicationError), or the budget's timeout.
+                workflow.logger.warning("%s: local try failed (%s); handed to the server", name, exc)
         result: T = await workflow.execute_activity(
             name,
             arg,
