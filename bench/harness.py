@@ -147,6 +147,9 @@ def base_env(**values: str) -> dict[str, str]:
     # rebuild compiles the source again, 13% of the worker's time in a burst. An installed
     # package (deploy/Dockerfile: pip compiles on install) has its bytecode.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # The `referrals` processes run in their own folders: without this, an editable install
+    # would import the tree it was installed from rather than the one being measured.
+    env["PYTHONPATH"] = str(ROOT)
     env.update(values)
     env["PYTHONUNBUFFERED"] = "1"
     return env
