@@ -597,7 +597,7 @@ class Profile:
         if PY_SPY.is_file():
             self.process = subprocess.Popen(
                 [str(PY_SPY), "record", "--pid", str(service.pid), "--duration", str(max(1, int(seconds))),
-                 "--rate", "50", "--nonblocking", "--format", "raw", "-o", str(self.out)],
+                 "--rate", "50", "--gil", "--nonblocking", "--format", "raw", "-o", str(self.out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
             )  # fmt: skip
 
@@ -624,7 +624,7 @@ class Profile:
                 area[_area(frames)] = area.get(_area(frames), 0) + count
         if not total:
             return [f"profile {self.name}: no samples"]
-        lines = [f"profile {self.name}: {total} samples at 50/s (CPU-busy only)"]
+        lines = [f"profile {self.name}: {total} samples at 50/s (py-spy --gil: holding the interpreter)"]
         areas = sorted(area.items(), key=lambda kv: -kv[1])[:7]
         lines.append("  by area: " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in areas))
         for frame, count in sorted(leaf.items(), key=lambda kv: -kv[1])[:top]:
