@@ -1,6 +1,7 @@
 """Profile one process while referrals arrive with `Prefer: respond-async`: py-spy with --gil.
 
-    .venv/bin/python -m bench.profile_intake [--referrals 2500] [--process api|worker] [--out FILE]
+    .venv/bin/python -m bench.profile_intake [--referrals 2500] [--process api|worker] [--seconds 12]
+                                             [--out FOLDER]
 
 Starts the benchmark stack (bench.harness), warms it with 200 referrals, then records the chosen
 process with harness.Profile (`py-spy record --gil`: only samples that hold the interpreter, so
