@@ -64,12 +64,13 @@ from web.deps import (
     DATABASE_DOWN,
     Commands,
     CurrentUser,
+    IntakeUser,
+    ReadsApartDep,
     SessionDep,
     TokenCache,
     abandon,
     actor_of,
     commandable_referral,
-    read_apart,
     require,
     visible_referral,
 )
@@ -109,9 +110,9 @@ def _read(result_state: ReferralState, now: datetime, user: User) -> dict[str, A
     },
 )
 async def submit_referral(
-    request: Request,
     body: ReferralCreate,
-    user: CurrentUser,
+    user: IntakeUser,
+    reads: ReadsApartDep,
     session: SessionDep,
     commands: Commands,
     prefer: Annotated[
@@ -135,13 +136,14 @@ async def submit_referral(
     details = body.to_details()
     try:
         rid = referral_id_for(details.force, details.police_reference)
-        existing = await read_apart(request, lambda own: repository.get_referral(own, rid))
+        existing = await reads.read(lambda own: repository.get_referral(own, rid))
     except DATABASE_DOWN:
         # Intake must not depend on the read model: the workflow refuses a duplicate of an open
         # or recently closed referral itself, so only one closed past retention could slip by.
         log.warning("intake.read_model_unavailable", check="closed_duplicate")
         await abandon(session)
         existing = None
+    await reads.release()
     if existing is not None and existing.status == Status.CLOSED.value:
         # The SQL key outlives Temporal's retention: closed referrals are answered from here.
         if existing.fingerprint != fingerprint(details):
@@ -385,6 +387,10 @@ def create_app(
             settings.resolved_database_url, **database_options(settings.resolved_database_url)
         )
         app.state.sessions = session_factory(app.state.engine)
+        # The lookups apart (web.deps.ReadsApart): single reads, each its own statement.
+        app.state.apart_sessions = session_factory(
+            app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         # Lazy: the API starts (and says 503) while Temporal is down, instead of refusing to start.
         temporal = client or await Client.connect(
             settings.resolved_temporal_address,

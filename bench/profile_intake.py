@@ -65,6 +65,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--seconds", type=int, default=12, help="how long py-spy records")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the raw stacks")
     args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     if not harness.PY_SPY.is_file():
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
     harness.report("bench.profile_intake", argv, run(args))

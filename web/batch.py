@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
@@ -35,10 +35,11 @@ from web.deps import (
     DATABASE_DOWN,
     Commands,
     CurrentUser,
+    ReadsApart,
+    ReadsApartDep,
     SessionDep,
     abandon,
     actor_of,
-    read_apart,
     require,
 )
 from web.errors import API_PREFIX, ApiError, field_errors
@@ -154,11 +155,11 @@ def _check_force(user: User, valid: Iterable[_Valid]) -> None:
         raise ApiError(403, "forbidden", "police users refer for their own force only", fields=others)
 
 
-async def _closed(request: Request, session: AsyncSession, ids: list[str]) -> dict[str, Referral]:
+async def _closed(reads: ReadsApart, session: AsyncSession, ids: list[str]) -> dict[str, Referral]:
     """Closed referrals among `ids`, from the read model (empty while it does not answer).
 
-    On a session of its own, given up on after DATABASE_WAIT without waiting for psycopg's own
-    cancellation, as the single intake's duplicate lookup is (web.deps.read_apart).
+    Apart from the request's session, given up on after DATABASE_WAIT without waiting for
+    psycopg's own cancellation, as the single intake's duplicate lookup is (web.deps.ReadsApart).
     """
     if not ids:
         return {}
@@ -170,13 +171,15 @@ async def _closed(request: Request, session: AsyncSession, ids: list[str]) -> di
         return {row.id: row for row in rows}
 
     try:
-        return await read_apart(request, query)
+        return await reads.read(query)
     except DATABASE_DOWN:
         # As for POST /referrals: the workflow refuses a duplicate of an open or recently closed
         # referral itself, so only one closed past Temporal's retention could slip by.
         log.warning("intake.read_model_unavailable", check="closed_duplicate", batch=True)
         await abandon(session)
         return {}
+    finally:
+        await reads.release()
 
 
 def _temporal_unreachable(exc: BaseException) -> bool:
@@ -283,14 +286,18 @@ def _summary(results: list[BatchItemRead]) -> BatchSummary:
     },
 )
 async def submit_batch(
-    request: Request, body: BatchCreate, user: CurrentUser, session: SessionDep, commands: Commands
+    body: BatchCreate,
+    user: CurrentUser,
+    reads: ReadsApartDep,
+    session: SessionDep,
+    commands: Commands,
 ) -> JSONResponse:
     """Submit up to 500 referrals; each item is created, duplicate, invalid, conflict or unavailable."""
     require(user, Role.POLICE, Role.FRONT_DOOR)
     checked = [_validate(i, item) for i, item in enumerate(body.referrals)]
     valid = [c for c in checked if isinstance(c, _Valid)]
     _check_force(user, valid)
-    closed = await _closed(request, session, sorted({v.referral_id for v in valid}))
+    closed = await _closed(reads, session, sorted({v.referral_id for v in valid}))
     intake = _Intake(commands, actor_of(user), closed)
     submitted = await asyncio.gather(*(intake.guarded(v) for v in valid))
     by_index = {r.index: r for r in submitted}

@@ -117,19 +117,65 @@ async def abandon(session: AsyncSession) -> None:
         await session.invalidate()
 
 
-async def read_apart(request: Request, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """`query` on a session of its own, given up on after DATABASE_WAIT without waiting for it.
+class ReadsApart:
+    """A request's read-model lookups that give up after DATABASE_WAIT without waiting for them:
+    the token check and intake's duplicate lookups, on one session of their own.
 
-    A database that stops answering (no reset, no refusal) holds psycopg's own cancellation of
-    the query for ten seconds or more; `asyncio.wait_for` would wait for that too. Abandoned, the
-    query unwinds in the background and closes its own session; the request's session is untouched.
+    Apart from the request's session: a database that stops answering (no reset, no refusal)
+    holds psycopg's own cancellation of a query for ten seconds or more, and `asyncio.wait_for`
+    would wait for that too. A lookup given up on unwinds in the background and closes its
+    session there; the next lookup opens another, and the request's session is untouched.
+
+    One session for all of a request's lookups, in autocommit: intake's token check and duplicate
+    lookup cost one pool checkout and one round trip each, with no BEGIN and no ROLLBACK (they
+    were two checkouts, each with a pre-ping, BEGIN, the query and ROLLBACK). `release()` gives
+    the connection back as soon as the lookups are over, before the request waits on anything
+    else; the request's end releases it in any case.
     """
 
-    async def run() -> T:
-        async with request.app.state.sessions() as own:
-            return await query(own)
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
 
-    return await asyncio.wait_for(abandon_on_cancel(run()), DATABASE_WAIT)
+    async def read(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`query` on the lookups' session; DATABASE_DOWN errors (and TimeoutError) propagate."""
+        session = self._session
+        if session is None:
+            session = self._session = self._sessions()
+
+        async def run() -> T:
+            try:
+                return await query(session)
+            except BaseException:
+                # Failed or given up on: the session is not used again. When given up on this
+                # runs in the background, after the request has moved on.
+                await session.close()
+                raise
+
+        try:
+            return await asyncio.wait_for(abandon_on_cancel(run()), DATABASE_WAIT)
+        except BaseException:
+            if self._session is session:
+                self._session = None
+            raise
+
+    async def release(self) -> None:
+        """Close the session, its connection back to the pool; a later lookup opens another."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+async def reads_apart(request: Request) -> AsyncIterator[ReadsApart]:
+    """The request's lookups apart (one per request: FastAPI caches the dependency)."""
+    reads = ReadsApart(request.app.state.apart_sessions)
+    try:
+        yield reads
+    finally:
+        await reads.release()
+
+
+ReadsApartDep = Annotated[ReadsApart, Depends(reads_apart)]
 
 
 def token_cache_of(request: Request) -> TokenCache:
@@ -140,8 +186,23 @@ def token_cache_of(request: Request) -> TokenCache:
     return cache
 
 
-async def current_user(request: Request, session: SessionDep) -> User:
-    """The user behind the bearer token, or 401; while the read model is down, a recent one, or 503."""
+async def current_user(request: Request, session: SessionDep, reads: ReadsApartDep) -> User:
+    """The user behind the bearer token, or 401; while the read model is down, a recent one, or 503.
+
+    The lookups' connection goes back to the pool here: the route reads on its own session.
+    """
+    user = await authenticate(request, session, reads)
+    await reads.release()
+    return user
+
+
+async def intake_user(request: Request, session: SessionDep, reads: ReadsApartDep) -> User:
+    """As `current_user`, keeping the lookups' session for the route's duplicate lookup (intake)."""
+    return await authenticate(request, session, reads)
+
+
+async def authenticate(request: Request, session: AsyncSession, reads: ReadsApart) -> User:
+    """The user behind the bearer token (see `current_user`)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     challenge = {"WWW-Authenticate": "Bearer"}
@@ -151,7 +212,7 @@ async def current_user(request: Request, session: SessionDep) -> User:
     cache = token_cache_of(request)
     now = datetime.now(UTC)
     try:
-        held = await read_apart(request, lambda own: repository.token_holder(own, token, now=now))
+        held = await reads.read(lambda own: repository.token_holder(own, token, now=now))
     except DATABASE_DOWN:
         await abandon(session)
         user = cache.recall(token)
@@ -170,6 +231,7 @@ async def current_user(request: Request, session: SessionDep) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+IntakeUser = Annotated[User, Depends(intake_user)]
 
 
 def commands_of(request: Request) -> ReferralCommands:

@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from api import prefers_respond_async
-from tests.api.conftest import Api, referral_body
+from tests.api.conftest import Api, referral_body, serve
 
 REFERRALS = "/api/v1/referrals"
 ASYNC = {"Prefer": "respond-async"}
@@ -87,6 +88,51 @@ class TestRespondAsync:
         response = await api.post(REFERRALS, "police", json=referral_body(), headers={"Prefer": "wait=10"})
         assert response.status_code in (201, 202), response.text
         assert "Preference-Applied" not in response.headers
+
+
+def noting_the_pool(command: Any, engine: Any, held: list[int]) -> Any:
+    """`command`, noting how many connections the pool has out when it is called."""
+
+    async def noted(*args: Any, **kwargs: Any) -> Any:
+        held.append(engine.pool.checkedout())
+        return await command(*args, **kwargs)
+
+    return noted
+
+
+class TestLookupsApart:
+    """Intake's token check and duplicate lookup share one connection, given back before Temporal."""
+
+    @pytest.mark.parametrize("prefer", [ASYNC, {}], ids=["respond-async", "synchronous"])
+    async def test_intake_checks_out_one_connection_and_holds_none_while_starting(
+        self, api: Api, prefer: dict[str, str]
+    ) -> None:
+        app = api.make_app()
+        async with serve(app) as http:
+            engine = app.state.engine.sync_engine
+            checkouts: list[int] = []
+            event.listen(engine, "checkout", lambda *_: checkouts.append(engine.pool.checkedout()))
+            held: list[int] = []
+            commands = app.state.commands
+            for name in ("submit", "submit_async"):
+                setattr(commands, name, noting_the_pool(getattr(commands, name), engine, held))
+            response = await http.post(
+                REFERRALS, headers={**api.auth("police"), **prefer}, json=referral_body()
+            )
+        assert response.status_code in (201, 202), response.text
+        assert checkouts == [1], "one checkout for the token check and the duplicate lookup"
+        assert held == [0], "no connection held while Temporal starts the referral"
+
+    async def test_a_read_gives_the_token_checks_connection_back_first(self, api: Api) -> None:
+        app = api.make_app()
+        async with serve(app) as http:
+            engine = app.state.engine.sync_engine
+            checkouts: list[int] = []
+            event.listen(engine, "checkout", lambda *_: checkouts.append(engine.pool.checkedout()))
+            response = await http.get(REFERRALS, headers=api.auth("manager"))
+        assert response.status_code == 200, response.text
+        # The token check's, then the route's own session's: one after the other, never two at once.
+        assert checkouts == [1, 1]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,104 @@
+"""web.deps.ReadsApart: a request's lookups on one session of their own, never reused once failed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from models.db import create_engine, session_factory
+from web import deps
+from web.deps import ReadsApart
+
+
+@pytest_asyncio.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'read.db'}")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def reads_of(engine: AsyncEngine, opened: list[AsyncSession]) -> ReadsApart:
+    """ReadsApart on `engine` in autocommit, noting each session it opens."""
+    sessions = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    def opening() -> AsyncSession:
+        session: AsyncSession = sessions()
+        opened.append(session)
+        return session
+
+    return ReadsApart(opening)  # type: ignore[arg-type]
+
+
+async def one(session: AsyncSession) -> int:
+    return int((await session.execute(text("SELECT 1"))).scalar_one())
+
+
+async def test_lookups_share_one_session_until_released(engine: AsyncEngine) -> None:
+    opened: list[AsyncSession] = []
+    reads = reads_of(engine, opened)
+    assert await reads.read(one) == 1
+    assert await reads.read(one) == 1
+    assert len(opened) == 1 and engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    await reads.release()
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await reads.read(one) == 1
+    assert len(opened) == 2
+    await reads.release()
+    await reads.release()  # twice is harmless
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_failed_lookup_closes_its_session_and_the_next_opens_another(engine: AsyncEngine) -> None:
+    opened: list[AsyncSession] = []
+    reads = reads_of(engine, opened)
+
+    async def broken(session: AsyncSession) -> None:
+        await session.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(OperationalError):
+        await reads.read(broken)
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await reads.read(one) == 1
+    assert len(opened) == 2
+    await reads.release()
+
+
+async def test_a_lookup_given_up_on_unwinds_apart(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deps, "DATABASE_WAIT", 0.2)
+    opened: list[AsyncSession] = []
+    reads = reads_of(engine, opened)
+    unwound = asyncio.Event()
+
+    async def stuck(session: AsyncSession) -> None:
+        await session.execute(text("SELECT 1"))
+        try:
+            await asyncio.sleep(60)  # a database that stopped answering
+        finally:
+            unwound.set()
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await reads.read(stuck)
+    assert loop.time() - started < 5
+    # The next lookup does not touch the abandoned session.
+    assert await reads.read(one) == 1
+    assert len(opened) == 2
+    await reads.release()
+    await asyncio.wait_for(unwound.wait(), 5)
+    for _ in range(50):
+        if engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.05)
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
