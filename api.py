@@ -70,6 +70,7 @@ from web.deps import (
     TokenCache,
     abandon,
     actor_of,
+    apart_sessions,
     commandable_referral,
     require,
     visible_referral,
@@ -387,10 +388,7 @@ def create_app(
             settings.resolved_database_url, **database_options(settings.resolved_database_url)
         )
         app.state.sessions = session_factory(app.state.engine)
-        # The lookups apart (web.deps.ReadsApart): single reads, each its own statement.
-        app.state.apart_sessions = session_factory(
-            app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
+        app.state.apart_sessions = apart_sessions(app.state.engine)
         # Lazy: the API starts (and says 503) while Temporal is down, instead of refusing to start.
         temporal = client or await Client.connect(
             settings.resolved_temporal_address,

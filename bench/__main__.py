@@ -29,6 +29,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str], int]] = [
     ("memory", [], ["--quick"], 1800),
     ("scaleout", [], ["--quick"], 1800),
     ("dashboard", [], ["--referrals", "5000", "--runs", "5"], 900),
+    ("lookups", [], ["--pairs", "100", "--rounds", "2"], 300),
 ]
 
 

@@ -13,11 +13,12 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from activities.cancel import abandon_on_cancel
 from commands import ReferralCommands
 from models import repository
+from models.db import session_factory
 from models.enums import Role
 from models.payloads import Actor
 from models.tables import Referral, User
@@ -126,9 +127,10 @@ class ReadsApart:
     would wait for that too. A lookup given up on unwinds in the background and closes its
     session there; the next lookup opens another, and the request's session is untouched.
 
-    One session for all of a request's lookups, in autocommit: intake's token check and duplicate
-    lookup cost one pool checkout and one round trip each, with no BEGIN and no ROLLBACK (they
-    were two checkouts, each with a pre-ping, BEGIN, the query and ROLLBACK). `release()` gives
+    One session for all of a request's lookups, in autocommit on PostgreSQL (`apart_sessions`):
+    intake's token check and duplicate lookup cost one pool checkout and one round trip each,
+    with no BEGIN and no ROLLBACK (they were two checkouts, each with a pre-ping, BEGIN, the
+    query and ROLLBACK; `python -m bench.lookups`). `release()` gives
     the connection back as soon as the lookups are over, before the request waits on anything
     else; the request's end releases it in any case.
     """
@@ -164,6 +166,16 @@ class ReadsApart:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def apart_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for ReadsApart: autocommit on PostgreSQL (a lookup is one round trip, with no
+    BEGIN or ROLLBACK); as they are on SQLite, where aiosqlite would pay a hop to its thread to
+    switch autocommit on and off at every checkout (`python -m bench.lookups --database sqlite`).
+    """
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return session_factory(engine)
 
 
 async def reads_apart(request: Request) -> AsyncIterator[ReadsApart]:

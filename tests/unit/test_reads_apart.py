@@ -12,9 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from models.db import create_engine, session_factory
+from models.db import create_engine
 from web import deps
-from web.deps import ReadsApart
+from web.deps import ReadsApart, apart_sessions
 
 
 @pytest_asyncio.fixture
@@ -27,8 +27,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 def reads_of(engine: AsyncEngine, opened: list[AsyncSession]) -> ReadsApart:
-    """ReadsApart on `engine` in autocommit, noting each session it opens."""
-    sessions = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    """ReadsApart on `engine` as the API makes it, noting each session it opens."""
+    sessions = apart_sessions(engine)
 
     def opening() -> AsyncSession:
         session: AsyncSession = sessions()
@@ -102,3 +102,13 @@ async def test_a_lookup_given_up_on_unwinds_apart(
             break
         await asyncio.sleep(0.05)
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_autocommit_on_postgresql_only(engine: AsyncEngine) -> None:
+    postgres = create_engine("postgresql://nobody@127.0.0.1:1/none")  # never connected
+    try:
+        bind = apart_sessions(postgres).kw["bind"]
+        assert bind.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    finally:
+        await postgres.dispose()
+    assert "isolation_level" not in apart_sessions(engine).kw["bind"].get_execution_options()
