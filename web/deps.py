@@ -130,9 +130,9 @@ class ReadsApart:
     One session for all of a request's lookups, in autocommit on PostgreSQL (`apart_sessions`):
     intake's token check and duplicate lookup cost one pool checkout and one round trip each,
     with no BEGIN and no ROLLBACK (they were two checkouts, each with a pre-ping, BEGIN, the
-    query and ROLLBACK; `python -m bench.lookups`). `release()` gives
-    the connection back as soon as the lookups are over, before the request waits on anything
-    else; the request's end releases it in any case.
+    query and ROLLBACK; `python -m bench.lookups`). `release()` gives the connection back as
+    soon as the lookups are over, before the request waits on anything else; the request's end
+    releases it in any case.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
