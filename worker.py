@@ -41,6 +41,7 @@ from models.policy import Policy, load_policy
 from models.reconcile_payloads import ReconcileWorkflowInput
 from models.retention_payloads import PurgeWorkflowInput
 from web.links import AckLinks
+from workflow_runner import workflow_runner
 from workflows.reconcile import ReconcileWorkflow
 from workflows.referral import ReferralWorkflow
 from workflows.retention import PurgeWorkflow
@@ -119,6 +120,7 @@ def build_worker(
         activities=activities_for(settings, policy=policy, secret=secret, engine=engine, client=client),
         activity_executor=ThreadPoolExecutor(max_workers=4),
         max_cached_workflows=settings.workflow_cache,
+        workflow_runner=workflow_runner(),
     )
 
 
