@@ -1,17 +1,21 @@
-"""Temporal's workflow sandbox, with its glue code compiled once rather than at every call.
+"""Temporal's workflow sandbox, with two of its per-call costs taken out.
 
 The sandbox (`temporalio.worker.workflow_sandbox`) enters a workflow's isolated module world by
-`exec`-ing a short source string: once to build each workflow instance, once per activation,
-and once for every payload it encodes or decodes through the payload codec (to look up the
-payload's serialisation context). `exec` of a string compiles it every time, about 10 µs, and
-the worker calls it hundreds of times for each escalation it sends after an eviction: py-spy
-put 11.5% of the worker's CPU in that compile during a catch-up burst (BENCHMARKS.md).
+`exec`-ing a short source string, with its importer applied (builtins and `sys.modules` swapped
+in and out): once to build each workflow instance, once per activation, and once for every
+payload the payload codec encodes or decodes, to ask the instance for the payload's
+serialisation context. `exec` of a string compiles it each time (about 10 µs), and the codec's
+question comes hundreds of times for each workflow rebuilt from its history, which is most of
+the worker's work in an escalation storm larger than its cache (BENCHMARKS.md).
 
-`CompiledSandboxRunner` is the same sandbox, with the same restrictions and the same isolation,
-whose instances hand `exec` an already-compiled code object for each of those few strings. Only
-`_run_code`'s argument changes: the SDK's own method still does the rest. It reaches into one
-private name of the SDK (`_runner._Instance`); if an SDK upgrade removes it, the worker logs a
-warning and runs the stock sandbox, and `tests/unit/test_workflow_runner.py` fails.
+`CompiledSandboxRunner` is the same sandbox, with the same restrictions and isolation. Its
+instances hand `exec` a code object compiled once per source string, and answer the codec's
+question by calling the SDK's own method directly: it only reads the workflow's info and
+pending commands, so entering the sandbox for it guards nothing. `python -m bench.rebuild`
+measures a rebuild's CPU on both runners. The runner reaches into one private name of the SDK
+(`_runner._Instance`); if an SDK upgrade removes it, the worker logs a warning and runs the
+stock sandbox, and `tests/unit/test_workflow_runner.py` fails, as it does if a payload's
+context ever differs from the stock sandbox's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from types import CodeType
 from typing import Any
 
 import structlog
+from temporalio.converter import SerializationContext
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import _runner as sandbox_runner
@@ -46,6 +51,19 @@ if SUPPORTED:
 
         def _run_code(self, code: str, **extra_globals: Any) -> None:
             super()._run_code(compiled(code), **extra_globals)
+
+        def get_serialization_context(self, command_info: Any) -> SerializationContext | None:
+            """The context the payload codec gets for one payload, without entering the sandbox.
+
+            The stock instance runs this through `_run_code`, applying the sandbox's importer
+            (builtins and `sys.modules` swapped in and out) for every payload of every
+            activation. The method it reaches is the SDK's own (`temporalio` passes through
+            the sandbox) and only reads the workflow's info and pending commands: no import,
+            no user code, nothing the sandbox restricts.
+            """
+            in_sandbox = self.globals_and_locals["__temporal_in_sandbox"]
+            context: SerializationContext | None = in_sandbox.get_serialization_context(command_info)
+            return context
 
 
 @dataclasses.dataclass(frozen=True)

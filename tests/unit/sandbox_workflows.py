@@ -30,3 +30,18 @@ class ForbiddenWorkflow:
         import datetime
 
         return datetime.datetime.now().isoformat()
+
+
+@workflow.defn
+class GreetingWorkflow:
+    """Asks an activity (`greet`, registered by the test) for a greeting, once locally, once not."""
+
+    @workflow.run
+    async def run(self, name: str) -> str:
+        local = await workflow.execute_local_activity(
+            "greet", name, result_type=str, start_to_close_timeout=timedelta(seconds=10)
+        )
+        remote = await workflow.execute_activity(
+            "greet", local, result_type=str, start_to_close_timeout=timedelta(seconds=10)
+        )
+        return remote

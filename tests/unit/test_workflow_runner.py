@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import create_async_engine
+from temporalio import activity
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 import workflow_runner
+from codec import data_converter
 from config import Settings
 from models.policy import load_policy
-from tests.conftest import TEMPORAL_TEST_SERVER
-from tests.unit.sandbox_workflows import CountingWorkflow, ForbiddenWorkflow
+from tests.conftest import ROOT, TEMPORAL_TEST_SERVER
+from tests.unit.sandbox_workflows import CountingWorkflow, ForbiddenWorkflow, GreetingWorkflow
 from worker import build_worker
 from workflow_runner import CompiledSandboxRunner, compiled
+from workflows.referral import ReferralWorkflow
 
 
 @pytest_asyncio.fixture
@@ -103,3 +115,79 @@ async def _first_task_failure(handle: WorkflowHandle[Any, Any]) -> tuple[str, st
                 return failure.application_failure_info.type, failure.message
         await asyncio.sleep(0.1)
     raise AssertionError("the workflow task never failed")
+
+
+class RecordingCodec(PayloadCodec, WithSerializationContext):
+    """Records the serialisation context of every payload it encodes or decodes."""
+
+    def __init__(self, seen: list[tuple[str, ...]], context: SerializationContext | None = None) -> None:
+        self.seen = seen
+        self.context = context
+
+    def with_context(self, context: SerializationContext) -> RecordingCodec:
+        return RecordingCodec(self.seen, context)
+
+    def _record(self, way: str, payloads: Sequence[Payload]) -> list[Payload]:
+        for _ in payloads:
+            match self.context:
+                case ActivitySerializationContext() as c:
+                    entry = (way, "activity", c.activity_type, str(c.is_local), c.workflow_type or "")
+                    self.seen.append(entry)
+                case WorkflowSerializationContext() as c:
+                    self.seen.append((way, "workflow", c.workflow_id.rsplit("-", 1)[-1]))
+                case other:
+                    self.seen.append((way, type(other).__name__))
+        return list(payloads)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return self._record("encode", payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return self._record("decode", payloads)
+
+
+@activity.defn(name="greet")
+async def greet(name: str) -> str:
+    return f"hello {name}"
+
+
+async def _contexts(env: WorkflowEnvironment, runner: WorkflowRunner) -> tuple[str, list[tuple[str, ...]]]:
+    """The result of GreetingWorkflow under `runner`, and every context the codec saw."""
+    seen: list[tuple[str, ...]] = []
+    client = Client(
+        env.client.service_client,
+        namespace=env.client.namespace,
+        data_converter=DataConverter(payload_codec=RecordingCodec(seen)),
+    )
+    queue = f"runner-{uuid.uuid4()}"
+    async with Worker(
+        client, task_queue=queue, workflows=[GreetingWorkflow], activities=[greet], workflow_runner=runner
+    ):
+        result = await client.execute_workflow(
+            GreetingWorkflow.run, "you", id=f"{queue}-greeting", task_queue=queue
+        )
+    return result, seen
+
+
+async def test_payloads_get_the_contexts_the_stock_sandbox_gives(env: WorkflowEnvironment) -> None:
+    # The worker's runner answers the codec's context questions without entering the sandbox:
+    # every payload must still get exactly the context the stock sandbox gives it.
+    stock = await _contexts(env, SandboxedWorkflowRunner())
+    ours = await _contexts(env, CompiledSandboxRunner())
+    assert stock[0] == ours[0] == "hello hello you"
+    assert ours[1] == stock[1]
+    kinds = {entry[1] for entry in ours[1] if len(entry) > 1}
+    assert {"activity", "workflow"} <= kinds, ours[1]
+
+
+@pytest.mark.parametrize("name", ["local_escalation_ladder", "escalation_ladder", "transferred"])
+async def test_recorded_histories_replay_on_the_workers_runner(name: str) -> None:
+    # As the worker rebuilds an evicted referral: its runner, its data converter (the codec).
+    history = WorkflowHistory.from_json(name, (ROOT / "tests" / "histories" / f"{name}.json").read_text())
+    replayer = Replayer(
+        workflows=[ReferralWorkflow],
+        data_converter=data_converter(encryption_key=None, secret="s" * 40),
+        workflow_runner=CompiledSandboxRunner(),
+    )
+    result = await replayer.replay_workflow(history)
+    assert result.replay_failure is None
