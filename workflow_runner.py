@@ -61,14 +61,18 @@ if SUPPORTED:
             the sandbox) and only reads the workflow's info and pending commands: no import,
             no user code, nothing the sandbox restricts.
             """
-            in_sandbox = self.globals_and_locals["__temporal_in_sandbox"]
+            in_sandbox = self.globals_and_locals.get("__temporal_in_sandbox")
+            if in_sandbox is None:  # an SDK that keeps its instance elsewhere: the stock way
+                stock: SerializationContext | None = super().get_serialization_context(command_info)
+                return stock
             context: SerializationContext | None = in_sandbox.get_serialization_context(command_info)
             return context
 
 
 @dataclasses.dataclass(frozen=True)
 class CompiledSandboxRunner(SandboxedWorkflowRunner):
-    """`SandboxedWorkflowRunner` whose instances compile the sandbox's glue code once."""
+    """`SandboxedWorkflowRunner` whose instances compile the sandbox's glue code once and answer
+    the codec's context question outside the sandbox."""
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         """Implements `WorkflowRunner.create_instance`."""
