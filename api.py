@@ -21,7 +21,7 @@ from commands import CommandError, ReferralCommands
 from config import Settings
 from models import repository
 from models.db import create_engine, session_factory
-from models.enums import RECEIVING_ROLES, Role, Status, Team
+from models.enums import RECEIVING_ROLES, Role, Team
 from models.identity import fingerprint
 from models.identity import referral_id as referral_id_for
 from models.payloads import (
@@ -68,9 +68,8 @@ from web.deps import (
     ReadsApartDep,
     SessionDep,
     TokenCache,
-    abandon,
     actor_of,
-    apart_sessions,
+    apart_engine,
     commandable_referral,
     require,
     visible_referral,
@@ -114,7 +113,6 @@ async def submit_referral(
     body: ReferralCreate,
     user: IntakeUser,
     reads: ReadsApartDep,
-    session: SessionDep,
     commands: Commands,
     prefer: Annotated[
         str | None,
@@ -137,15 +135,15 @@ async def submit_referral(
     details = body.to_details()
     try:
         rid = referral_id_for(details.force, details.police_reference)
-        existing = await reads.read(lambda own: repository.get_referral(own, rid))
+        closed = await reads.read(lambda own: repository.closed_referrals(own, [rid]))
     except DATABASE_DOWN:
         # Intake must not depend on the read model: the workflow refuses a duplicate of an open
         # or recently closed referral itself, so only one closed past retention could slip by.
         log.warning("intake.read_model_unavailable", check="closed_duplicate")
-        await abandon(session)
-        existing = None
+        closed = {}
     await reads.release()
-    if existing is not None and existing.status == Status.CLOSED.value:
+    existing = closed.get(rid)
+    if existing is not None:
         # The SQL key outlives Temporal's retention: closed referrals are answered from here.
         if existing.fingerprint != fingerprint(details):
             raise ApiError(409, "conflict", "this police reference was already used with different content")
@@ -388,7 +386,7 @@ def create_app(
             settings.resolved_database_url, **database_options(settings.resolved_database_url)
         )
         app.state.sessions = session_factory(app.state.engine)
-        app.state.apart_sessions = apart_sessions(app.state.engine)
+        app.state.apart_engine = apart_engine(app.state.engine)
         # Lazy: the API starts (and says 503) while Temporal is down, instead of refusing to start.
         temporal = client or await Client.connect(
             settings.resolved_temporal_address,

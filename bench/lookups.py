@@ -1,47 +1,54 @@
-"""Benchmark: the CPU of intake's two read-model lookups, on two sessions against one (in-process).
+"""Benchmark: the CPU of intake's two read-model lookups, three ways (in-process).
 
     .venv/bin/python -m bench.lookups [--pairs 600] [--rounds 4] [--database postgresql|sqlite]
 
 Every `POST /api/v1/referrals` looks the caller's token up and looks for a closed referral under
 the same key before it starts the workflow. Until 2026-12-04 each lookup had a session of its
-own on the API's engine: a pool checkout with a pre-ping, BEGIN, the query and ROLLBACK. Now
-both share one session (`web.deps.ReadsApart`): one checkout, and on PostgreSQL autocommit, so
-no BEGIN or ROLLBACK (SQLite keeps its transactions: `web.deps.apart_sessions`).
-This times both ways, `--pairs` pairs a round, the two interleaved over `--rounds` rounds, as
-process CPU (the API's limit under load), against a fresh migrated read model whose token and
-referral are both found (so each lookup loads its row). Prints the median and the minimum of
-the rounds for each way, and their ratio. The "before" way leaves out the timeout wrapper the
-old code put around each lookup (`ReadsApart.read` keeps one per lookup), so the share printed
-understates the saving slightly.
+own on the API's engine: a pool checkout with a pre-ping, BEGIN, the query and ROLLBACK. Until
+2026-12-05 both shared one ORM session, in autocommit on PostgreSQL (SQLite keeps its
+transactions). Now both run in SQLAlchemy Core on one connection (`web.deps.ReadsApart`), with
+no session or identity map, and the duplicate lookup asks for closed rows only (the only ones
+it answers from). This times the three ways, `--pairs` pairs a round, interleaved over
+`--rounds` rounds, as process CPU (the API's limit under load), against a fresh migrated read
+model where the token is found and the referral is not (a new referral, as nearly always). Prints
+the median and the minimum of the rounds for each way, and the share of the latest against
+the one before. The "two sessions" way leaves out the timeout wrapper the old code put around
+each lookup (`ReadsApart.read` keeps one per lookup).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from activities.cancel import abandon_on_cancel
 from api import database_options
 from bench import harness
 from bench.seed import seed
-from models import repository
+from models import identity, repository
 from models.db import create_engine, session_factory
 from models.enums import Role
 from models.migrate import upgrade
-from models.tables import Referral
-from web.deps import ReadsApart, apart_sessions
+from models.tables import ApiToken, Referral, User
+from web.deps import DATABASE_WAIT, ReadsApart, apart_engine
+
+T = TypeVar("T")
 
 
 async def seeded(url: str) -> tuple[str, str]:
-    """A user's token and a referral id that both exist in the read model at `url`."""
+    """A user's token in the read model at `url`, and the id of a referral not yet in it (what
+    intake's duplicate lookup nearly always looks for: a new referral)."""
     engine = create_engine(url)
     try:
         await seed(engine, 10, events_per_referral=0)
@@ -49,35 +56,66 @@ async def seeded(url: str) -> tuple[str, str]:
             _, token = await repository.create_user(
                 session, role=Role.POLICE, name="bench", email="bench@example.test", force="Bench Police"
             )
-            referral_id = await session.scalar(select(Referral.id).limit(1))
+            assert await session.scalar(select(func.count()).select_from(Referral)) == 10
     finally:
         await engine.dispose()
-    assert referral_id is not None
-    return token, referral_id
+    return token, identity.referral_id("Bench Police", "NEW-REFERRAL")
 
 
 def ways(engine: AsyncEngine, token: str, referral_id: str) -> dict[str, Callable[[], Awaitable[None]]]:
-    """The lookup pair, as it was (a session each) and as it is (one session, web.deps.apart_sessions)."""
+    """The lookup pair as it was (a session each; one ORM session) and as it is (web.deps.ReadsApart)."""
     sessions = session_factory(engine)
-    apart = apart_sessions(engine)
+    autocommit = apart_engine(engine)
+    apart = session_factory(autocommit)
 
     async def two_sessions() -> None:
         now = datetime.now(UTC)
         async with sessions() as own:
-            assert await repository.token_holder(own, token, now=now) is not None
+            assert await _orm_token_holder(own, token, now=now) is not None
         async with sessions() as own:
-            assert await repository.get_referral(own, referral_id) is not None
+            assert await own.get(Referral, referral_id) is None
 
     async def one_session() -> None:
         now = datetime.now(UTC)
-        reads = ReadsApart(apart)
+        async with apart() as own:
+            assert await _guarded(_orm_token_holder(own, token, now=now)) is not None
+            assert await _guarded(own.get(Referral, referral_id)) is None
+
+    async def one_connection() -> None:
+        now = datetime.now(UTC)
+        reads = ReadsApart(autocommit)
         try:
             assert await reads.read(lambda own: repository.token_holder(own, token, now=now)) is not None
-            assert await reads.read(lambda own: repository.get_referral(own, referral_id)) is not None
+            assert await reads.read(lambda own: repository.closed_referrals(own, [referral_id])) == {}
         finally:
             await reads.release()
 
-    return {"two sessions (before)": two_sessions, "one session (now)": one_session}
+    return {
+        "two ORM sessions (until 2026-12-04)": two_sessions,
+        "one ORM session (until 2026-12-05)": one_session,
+        "one connection, Core (now)": one_connection,
+    }
+
+
+async def _guarded(lookup: Coroutine[Any, Any, T]) -> T:
+    """The time limit each lookup had until 2026-12-05 (two tasks and a shield)."""
+    return await asyncio.wait_for(abandon_on_cancel(lookup), DATABASE_WAIT)
+
+
+async def _orm_token_holder(session: AsyncSession, token: str, *, now: datetime) -> tuple[User, Any] | None:
+    """The token check as it was until 2026-12-05: the user loaded through the ORM session."""
+    row = (
+        await session.execute(
+            select(User, ApiToken.expires_at)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(
+                ApiToken.token_hash == repository.hash_token(token),
+                ApiToken.revoked_at.is_(None),
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            )
+        )
+    ).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 async def run(args: argparse.Namespace) -> list[str]:
@@ -103,9 +141,12 @@ async def run(args: argparse.Namespace) -> list[str]:
         f"{args.pairs}; min {min(ms):.2f} ms)"
         for name, ms in cpu.items()
     ]
-    before, now = (statistics.median(ms) for ms in cpu.values())
+    _, before, now = (statistics.median(ms) for ms in cpu.values())
     share = 100 * now / before
-    lines.append(f"RESULT lookups ({args.database}): one session takes {share:.0f}% of the CPU of two")
+    lines.append(
+        f"RESULT lookups ({args.database}): one connection in Core takes {share:.0f}% of the CPU of "
+        "one ORM session"
+    )
     return lines
 
 

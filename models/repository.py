@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, case, delete, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from models.enums import Risk, Role, Status, Team
 from models.payloads import HandoffState, ReferralEvent, ReferralState
@@ -213,30 +213,50 @@ async def create_user(
 
 
 async def token_holder(
-    session: AsyncSession, token: str, *, now: datetime
+    connection: AsyncConnection, token: str, *, now: datetime
 ) -> tuple[User, datetime | None] | None:
-    """The user holding a valid (unrevoked, unexpired) token, and when the token expires."""
+    """The user holding a valid (unrevoked, unexpired) token, and when the token expires.
+
+    On a connection, in SQLAlchemy Core (every API request asks this first): the user comes back
+    as a detached copy, not through a session's identity map (`python -m bench.lookups`).
+    """
+    users, tokens = User.__table__, ApiToken.__table__
     row = (
-        await session.execute(
-            select(User, ApiToken.expires_at)
-            .join(ApiToken, ApiToken.user_id == User.id)
+        await connection.execute(
+            select(users, tokens.c.expires_at)
+            .join(tokens, tokens.c.user_id == users.c.id)
             .where(
-                ApiToken.token_hash == hash_token(token),
-                ApiToken.revoked_at.is_(None),
-                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+                tokens.c.token_hash == hash_token(token),
+                tokens.c.revoked_at.is_(None),
+                or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
             )
         )
     ).one_or_none()
     if row is None:
         return None
-    user, expires_at = row
-    return user, expires_at
+    fields = row._mapping
+    return User(**{column.key: fields[column] for column in users.columns}), fields[tokens.c.expires_at]
 
 
 async def user_for_token(session: AsyncSession, token: str, *, now: datetime) -> User | None:
     """The user holding a valid (unrevoked, unexpired) token."""
-    held = await token_holder(session, token, now=now)
+    held = await token_holder(await session.connection(), token, now=now)
     return held[0] if held is not None else None
+
+
+async def closed_referrals(connection: AsyncConnection, ids: Sequence[str]) -> dict[str, Referral]:
+    """The closed referrals among `ids`, by id (intake's duplicate lookup, before Temporal).
+
+    On a connection, in SQLAlchemy Core, as `token_holder`: rows come back as detached copies.
+    """
+    if not ids:
+        return {}
+    referrals = Referral.__table__
+    rows = await connection.execute(
+        select(referrals).where(referrals.c.id.in_(ids), referrals.c.status == Status.CLOSED.value)
+    )
+    found = [Referral(**{column.key: row._mapping[column] for column in referrals.columns}) for row in rows]
+    return {referral.id: referral for referral in found}
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:

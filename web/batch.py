@@ -19,12 +19,12 @@ import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
 from commands import CommandError, ReferralCommands
-from models.enums import Role, Status
+from models import repository
+from models.enums import Role
 from models.identity import fingerprint
 from models.identity import referral_id as referral_id_for
 from models.payloads import Actor, ReferralDetails
@@ -163,15 +163,8 @@ async def _closed(reads: ReadsApart, session: AsyncSession, ids: list[str]) -> d
     """
     if not ids:
         return {}
-
-    async def query(own: AsyncSession) -> dict[str, Referral]:
-        rows = await own.scalars(
-            select(Referral).where(Referral.id.in_(ids), Referral.status == Status.CLOSED.value)
-        )
-        return {row.id: row for row in rows}
-
     try:
-        return await reads.read(query)
+        return await reads.read(lambda own: repository.closed_referrals(own, ids))
     except DATABASE_DOWN:
         # As for POST /referrals: the workflow refuses a duplicate of an open or recently closed
         # referral itself, so only one closed past Temporal's retention could slip by.

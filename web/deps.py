@@ -13,12 +13,11 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from activities.cancel import abandon_on_cancel
 from commands import ReferralCommands
 from models import repository
-from models.db import session_factory
 from models.enums import Role
 from models.payloads import Actor
 from models.tables import Referral, User
@@ -120,67 +119,75 @@ async def abandon(session: AsyncSession) -> None:
 
 class ReadsApart:
     """A request's read-model lookups that give up after DATABASE_WAIT without waiting for them:
-    the token check and intake's duplicate lookups, on one session of their own.
+    the token check and intake's duplicate lookups, on one connection of their own.
 
     Apart from the request's session: a database that stops answering (no reset, no refusal)
     holds psycopg's own cancellation of a query for ten seconds or more, and `asyncio.wait_for`
     would wait for that too. A lookup given up on unwinds in the background and closes its
-    session there; the next lookup opens another, and the request's session is untouched.
+    connection there; the next lookup opens another, and the request's session is untouched.
 
-    One session for all of a request's lookups, in autocommit on PostgreSQL (`apart_sessions`):
-    intake's token check and duplicate lookup cost one pool checkout and one round trip each,
-    with no BEGIN and no ROLLBACK (they were two checkouts, each with a pre-ping, BEGIN, the
-    query and ROLLBACK; `python -m bench.lookups`). `release()` gives the connection back as
+    One connection for all of a request's lookups, in autocommit on PostgreSQL (`apart_engine`),
+    queried in SQLAlchemy Core rather than through an ORM session: intake's token check and
+    duplicate lookup cost one pool checkout and one round trip each, with no BEGIN, no ROLLBACK
+    and no identity map (`python -m bench.lookups`). `release()` gives the connection back as
     soon as the lookups are over, before the request waits on anything else; the request's end
     releases it in any case.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._session: AsyncSession | None = None
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
 
-    async def read(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """`query` on the lookups' session; DATABASE_DOWN errors (and TimeoutError) propagate."""
-        session = self._session
-        if session is None:
-            session = self._session = self._sessions()
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """`query` on the lookups' connection; DATABASE_DOWN errors (and TimeoutError) propagate."""
+        connection = self._connection
+        if connection is None:
+            # Checked out of the pool at its first use, inside the time limit below.
+            connection = self._connection = self._engine.connect()
 
         async def run() -> T:
             try:
-                return await query(session)
+                if connection.sync_connection is None:
+                    await connection.start()
+                return await query(connection)
             except BaseException:
-                # Failed or given up on: the session is not used again. When given up on this
+                # Failed or given up on: the connection is not used again. When given up on this
                 # runs in the background, after the request has moved on.
-                await session.close()
+                await _close(connection)
                 raise
 
         try:
             return await asyncio.wait_for(abandon_on_cancel(run()), DATABASE_WAIT)
         except BaseException:
-            if self._session is session:
-                self._session = None
+            if self._connection is connection:
+                self._connection = None
             raise
 
     async def release(self) -> None:
-        """Close the session, its connection back to the pool; a later lookup opens another."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        """Give the connection back to the pool; a later lookup checks out another."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await _close(connection)
 
 
-def apart_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for ReadsApart: autocommit on PostgreSQL (a lookup is one round trip, with no
-    BEGIN or ROLLBACK); as they are on SQLite, where aiosqlite would pay a hop to its thread to
+async def _close(connection: AsyncConnection) -> None:
+    if connection.sync_connection is not None:  # never started: nothing was checked out
+        await connection.close()
+
+
+def apart_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for ReadsApart: autocommit on PostgreSQL (a lookup is one round trip, with no
+    BEGIN or ROLLBACK); as it is on SQLite, where aiosqlite would pay a hop to its thread to
     switch autocommit on and off at every checkout (`python -m bench.lookups --database sqlite`).
     """
     if engine.dialect.name == "postgresql":
-        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return session_factory(engine)
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
 
 
 async def reads_apart(request: Request) -> AsyncIterator[ReadsApart]:
     """The request's lookups apart (one per request: FastAPI caches the dependency)."""
-    reads = ReadsApart(request.app.state.apart_sessions)
+    reads = ReadsApart(request.app.state.apart_engine)
     try:
         yield reads
     finally:
@@ -203,17 +210,20 @@ async def current_user(request: Request, session: SessionDep, reads: ReadsApartD
 
     The lookups' connection goes back to the pool here: the route reads on its own session.
     """
-    user = await authenticate(request, session, reads)
+    user = await authenticate(request, reads, session)
     await reads.release()
     return user
 
 
-async def intake_user(request: Request, session: SessionDep, reads: ReadsApartDep) -> User:
-    """As `current_user`, keeping the lookups' session for the route's duplicate lookup (intake)."""
-    return await authenticate(request, session, reads)
+async def intake_user(request: Request, reads: ReadsApartDep) -> User:
+    """As `current_user`, keeping the lookups' connection for the route's duplicate lookup.
+
+    Intake reads nothing else from the read model, so it opens no session of its own.
+    """
+    return await authenticate(request, reads)
 
 
-async def authenticate(request: Request, session: AsyncSession, reads: ReadsApart) -> User:
+async def authenticate(request: Request, reads: ReadsApart, session: AsyncSession | None = None) -> User:
     """The user behind the bearer token (see `current_user`)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -226,7 +236,8 @@ async def authenticate(request: Request, session: AsyncSession, reads: ReadsApar
     try:
         held = await reads.read(lambda own: repository.token_holder(own, token, now=now))
     except DATABASE_DOWN:
-        await abandon(session)
+        if session is not None:
+            await abandon(session)
         user = cache.recall(token)
         if user is None:
             # Not known to be valid or invalid: retrying later is the honest answer.

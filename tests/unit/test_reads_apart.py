@@ -1,4 +1,4 @@
-"""web.deps.ReadsApart: a request's lookups on one session of their own, never reused once failed."""
+"""web.deps.ReadsApart: a request's lookups on one connection of their own, never reused once failed."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models.db import create_engine
 from web import deps
-from web.deps import ReadsApart, apart_sessions
+from web.deps import ReadsApart, apart_engine
 
 
 @pytest_asyncio.fixture
@@ -26,24 +26,29 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-def reads_of(engine: AsyncEngine, opened: list[AsyncSession]) -> ReadsApart:
-    """ReadsApart on `engine` as the API makes it, noting each session it opens."""
-    sessions = apart_sessions(engine)
+class _Noting:
+    """An engine that notes each connection it hands out."""
 
-    def opening() -> AsyncSession:
-        session: AsyncSession = sessions()
-        opened.append(session)
-        return session
+    def __init__(self, engine: AsyncEngine, opened: list[AsyncConnection]) -> None:
+        self.engine, self.opened = engine, opened
 
-    return ReadsApart(opening)  # type: ignore[arg-type]
-
-
-async def one(session: AsyncSession) -> int:
-    return int((await session.execute(text("SELECT 1"))).scalar_one())
+    def connect(self) -> AsyncConnection:
+        connection = self.engine.connect()
+        self.opened.append(connection)
+        return connection
 
 
-async def test_lookups_share_one_session_until_released(engine: AsyncEngine) -> None:
-    opened: list[AsyncSession] = []
+def reads_of(engine: AsyncEngine, opened: list[AsyncConnection]) -> ReadsApart:
+    """ReadsApart on `engine` as the API makes it, noting each connection it opens."""
+    return ReadsApart(_Noting(apart_engine(engine), opened))  # type: ignore[arg-type]
+
+
+async def one(connection: AsyncConnection) -> int:
+    return int((await connection.execute(text("SELECT 1"))).scalar_one())
+
+
+async def test_lookups_share_one_connection_until_released(engine: AsyncEngine) -> None:
+    opened: list[AsyncConnection] = []
     reads = reads_of(engine, opened)
     assert await reads.read(one) == 1
     assert await reads.read(one) == 1
@@ -57,12 +62,12 @@ async def test_lookups_share_one_session_until_released(engine: AsyncEngine) -> 
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
-async def test_a_failed_lookup_closes_its_session_and_the_next_opens_another(engine: AsyncEngine) -> None:
-    opened: list[AsyncSession] = []
+async def test_a_failed_lookup_closes_its_connection_and_the_next_opens_another(engine: AsyncEngine) -> None:
+    opened: list[AsyncConnection] = []
     reads = reads_of(engine, opened)
 
-    async def broken(session: AsyncSession) -> None:
-        await session.execute(text("SELECT * FROM no_such_table"))
+    async def broken(connection: AsyncConnection) -> None:
+        await connection.execute(text("SELECT * FROM no_such_table"))
 
     with pytest.raises(OperationalError):
         await reads.read(broken)
@@ -76,12 +81,12 @@ async def test_a_lookup_given_up_on_unwinds_apart(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(deps, "DATABASE_WAIT", 0.2)
-    opened: list[AsyncSession] = []
+    opened: list[AsyncConnection] = []
     reads = reads_of(engine, opened)
     unwound = asyncio.Event()
 
-    async def stuck(session: AsyncSession) -> None:
-        await session.execute(text("SELECT 1"))
+    async def stuck(connection: AsyncConnection) -> None:
+        await connection.execute(text("SELECT 1"))
         try:
             await asyncio.sleep(60)  # a database that stopped answering
         finally:
@@ -92,7 +97,7 @@ async def test_a_lookup_given_up_on_unwinds_apart(
     with pytest.raises(TimeoutError):
         await reads.read(stuck)
     assert loop.time() - started < 5
-    # The next lookup does not touch the abandoned session.
+    # The next lookup does not touch the abandoned connection.
     assert await reads.read(one) == 1
     assert len(opened) == 2
     await reads.release()
@@ -107,8 +112,8 @@ async def test_a_lookup_given_up_on_unwinds_apart(
 async def test_autocommit_on_postgresql_only(engine: AsyncEngine) -> None:
     postgres = create_engine("postgresql://nobody@127.0.0.1:1/none")  # never connected
     try:
-        bind = apart_sessions(postgres).kw["bind"]
-        assert bind.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        options = apart_engine(postgres).get_execution_options()
+        assert options.get("isolation_level") == "AUTOCOMMIT"
     finally:
         await postgres.dispose()
-    assert "isolation_level" not in apart_sessions(engine).kw["bind"].get_execution_options()
+    assert "isolation_level" not in apart_engine(engine).get_execution_options()

@@ -1,0 +1,108 @@
+"""Intake's lookups in SQLAlchemy Core (SQLite and PostgreSQL): the same rows the ORM would load."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest_asyncio
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from models import accounts, identity, repository
+from models.db import create_engine, session_factory
+from models.enums import Role, Team
+from models.payloads import HandoffState
+from models.tables import Referral, User
+
+NOW = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def _row(n: int, status: str) -> dict[str, Any]:
+    force, reference = "Kent Police", f"LOOKUP-{n}"
+    rid = identity.referral_id(force, reference)
+    closed = status == "closed"
+    return {
+        "id": rid,
+        "reference": identity.reference_for(rid),
+        "force": force,
+        "police_reference": reference,
+        "fingerprint": f"{n:064x}",
+        "status": status,
+        "risk": "amber",
+        "awaiting_team": None if closed else "front_door",
+        "due_at": None if closed else NOW + timedelta(hours=n),
+        "escalation_level": n,
+        "received_at": NOW - timedelta(days=n),
+        "closed_at": NOW if closed else None,
+        "outcome": "early_help" if closed else None,
+        "record_id": f"EH-{n}" if closed else None,
+        "version": 3 + n,
+        "handoffs": [
+            HandoffState(
+                seq=1,
+                team=Team.FRONT_DOOR,
+                team_name="Front door",
+                opened_at=NOW - timedelta(days=n),
+                due_at=NOW + timedelta(hours=n),
+                plan=[],
+                closed_at=NOW if closed else None,
+            ).model_dump(mode="json")
+        ],
+        "submitted_by": {"user_id": "u", "name": "PC Lookup", "role": "police"},
+        "details": {"child": f"child {n}"},
+        "updated_at": NOW,
+        "handed_to": " front_door early_help ",
+        "purged_at": None,
+        "referrer_undeliverable": n == 2,
+    }
+
+
+def _columns(row: Referral) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in Referral.__table__.columns}
+
+
+async def test_closed_referrals_are_the_closed_rows_whole(engine: AsyncEngine) -> None:
+    rows = [_row(1, "awaiting_decision"), _row(2, "closed"), _row(3, "closed")]
+    async with engine.begin() as connection:
+        await connection.execute(insert(Referral), rows)
+    unknown = identity.referral_id("Kent Police", "NEVER-SEEN")
+    async with engine.connect() as connection:
+        found = await repository.closed_referrals(connection, [r["id"] for r in rows] + [unknown])
+        assert await repository.closed_referrals(connection, []) == {}
+    assert sorted(found) == sorted(r["id"] for r in rows[1:])
+    async with session_factory(engine)() as session:
+        for rid, referral in found.items():
+            stored = await session.get(Referral, rid)
+            assert stored is not None
+            assert _columns(referral) == _columns(stored)
+            assert repository.state_of(referral) == repository.state_of(stored)
+
+
+async def test_the_token_holder_is_the_whole_user(engine: AsyncEngine) -> None:
+    async with session_factory(engine)() as session:
+        user, row, token = await accounts.create_account(
+            session, role=Role.POLICE, name="PC Holder", email="h@example.test", force="Kent Police",
+            now=NOW, expires_in_days=3, password_hash="a-hash",
+        )  # fmt: skip
+        await session.commit()
+        stored = (await session.scalars(select(User).where(User.id == user.id))).one()
+    async with engine.connect() as connection:
+        held = await repository.token_holder(connection, token, now=NOW)
+        assert held is not None
+        holder, expires_at = held
+        assert expires_at == row.expires_at == NOW + timedelta(days=3)
+        assert {c.key: getattr(holder, c.key) for c in User.__table__.columns} == {
+            c.key: getattr(stored, c.key) for c in User.__table__.columns
+        }
+        assert await repository.token_holder(connection, token, now=NOW + timedelta(days=3)) is None
