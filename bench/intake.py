@@ -40,6 +40,22 @@ async def raw_starts(client: Client, task_queue: str, count: int, concurrency: i
     return await harness.drive(count, concurrency, call)
 
 
+async def raw_finished(client: Client, task_queue: str, *, within: float = 600) -> float:
+    """Seconds until no trivial workflow on `task_queue` is still running (started, not completed).
+
+    `raw_starts` times the starts alone: the raw worker completes the workflows behind them, and
+    that work must be over before the product is measured, or the product pays for it.
+    """
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    query = f"TaskQueue = '{task_queue}' AND WorkflowType = 'TrivialWorkflow' AND ExecutionStatus = 'Running'"
+    while (await client.count_workflows(query)).count:
+        if loop.time() - began > within:
+            raise harness.BenchError(f"raw trivial workflows still running after {within:.0f} s")
+        await asyncio.sleep(0.25)
+    return loop.time() - began
+
+
 async def raw_shape(client: Client, task_queue: str, count: int, concurrency: int) -> harness.LoadResult:
     """Update-with-start of the product's shape (two activities, then the Update returns)."""
     prefix = f"raw-shape-{uuid.uuid4().hex[:6]}"
@@ -80,9 +96,12 @@ async def product_intake(
     result, ids = await harness.submit_referrals(st, count, concurrency, prefix, respond_async=respond_async)
     meter.stop()
     listed_after = None
+    tail = st.meter()
     if respond_async:
         # Answered before planning: the run is over when the last one is listed with its deadline.
+        tail.start()
         listed_after = await wait_listed(st, len(ids), prefix, since=result.elapsed)
+        tail.stop()
     lines = [
         f"product {label}: {count} POST /api/v1/referrals, {concurrency} clients, {len(st.apis)} api, "
         f"{len(st.workers)} worker: {result.elapsed:.1f} s, {result.rate:.1f} referrals/s, "
@@ -94,8 +113,9 @@ async def product_intake(
     if listed_after is not None:
         lines.append(
             f"  every one planned and listed {listed_after:.1f} s after the first POST "
-            f"({len(ids) / listed_after:.1f} referrals/s end to end)"
+            f"({len(ids) / listed_after:.1f} referrals/s end to end); after the last answer:"
         )
+        lines.append("    " + tail.line())
     for prof in profiles:
         lines += ["  " + line for line in prof.summary()]
     return {"result": result, "ids": ids, "lines": lines, "cpu": meter.used}
@@ -134,7 +154,7 @@ async def run(args: argparse.Namespace) -> list[str]:
         raw_meter.start()
         before = await raw_starts(raw_client, st.raw_task_queue, args.referrals, args.clients)
         raw_meter.stop()
-        await asyncio.sleep(2)  # let the trivial workflows finish before the product runs
+        behind = await raw_finished(raw_client, st.raw_task_queue)
         product = None
         if args.sync:
             product = await product_intake(st, args.referrals, args.clients, profile=args.profile)
@@ -155,6 +175,8 @@ async def run(args: argparse.Namespace) -> list[str]:
             f"raw start_workflow (trivial workflow), {args.referrals} starts, {args.clients} in flight: "
             f"{before.rate:.1f}/s before the product, {after.rate:.1f}/s after (mean {raw_rate:.1f}/s)",
             "  " + raw_meter.line(),
+            f"  the raw worker completed the last trivial workflows {behind:.1f} s after the last start "
+            "(waited for before the product runs)",
         ]
         if shape is not None:
             lines.append(
