@@ -31,6 +31,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str], int]] = [
     ("dashboard", [], ["--referrals", "5000", "--runs", "5"], 900),
     ("lookups", [], ["--pairs", "100", "--rounds", "2"], 300),
     ("rebuild", [], ["--replays", "20", "--rounds", "2"], 600),
+    ("contention", [], ["--quick"], 900),
 ]
 
 
