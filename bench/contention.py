@@ -35,7 +35,10 @@ while True:
 
 
 def parse_load(text: str) -> list[float]:
-    duties = [float(part) for part in text.split("+") if part]
+    try:
+        duties = [float(part) for part in text.split("+") if part]
+    except ValueError:
+        duties = [-1.0]
     if any(not 0 <= d <= 1 for d in duties):
         raise argparse.ArgumentTypeError(f"a load is a share of one core between 0 and 1: {text!r}")
     return [d for d in duties if d > 0]
@@ -101,13 +104,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.starts is None:
         args.starts = 200 if args.quick else 2000
     if args.rounds is None:
         args.rounds = 1 if args.quick else 2
     for text in args.loads.split(","):
-        parse_load(text)  # refuse a bad --loads before starting anything
+        try:
+            parse_load(text)  # refuse a bad --loads before starting anything
+        except argparse.ArgumentTypeError as exc:
+            p.error(f"--loads: {exc}")
     harness.report("bench.contention", argv, run(args))
 
 
