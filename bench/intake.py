@@ -84,6 +84,7 @@ async def product_intake(
     profile: bool,
     label: str = "intake",
     respond_async: bool = False,
+    loadgen: str = "lean",
 ) -> dict[str, Any]:
     """Submit `count` referrals over HTTP; figures, CPU per process and (optionally) profiles."""
     meter = st.meter()
@@ -93,7 +94,9 @@ async def product_intake(
         profiles = [harness.Profile(s, min(estimate, 60), st.folder) for s in (st.apis[0], st.workers[0])]
     meter.start()
     prefix = f"{label}-{uuid.uuid4().hex[:6]}"
-    result, ids = await harness.submit_referrals(st, count, concurrency, prefix, respond_async=respond_async)
+    result, ids = await harness.submit_referrals(
+        st, count, concurrency, prefix, respond_async=respond_async, loadgen=loadgen
+    )
     meter.stop()
     listed_after = None
     tail = st.meter()
@@ -103,7 +106,8 @@ async def product_intake(
         listed_after = await wait_listed(st, len(ids), prefix, since=result.elapsed)
         tail.stop()
     lines = [
-        f"product {label}: {count} POST /api/v1/referrals, {concurrency} clients, {len(st.apis)} api, "
+        f"product {label}: {count} POST /api/v1/referrals ({loadgen} client), {concurrency} in flight, "
+        f"{len(st.apis)} api, "
         f"{len(st.workers)} worker: {result.elapsed:.1f} s, {result.rate:.1f} referrals/s, "
         f"latency p50 {1000 * harness.median(result.latencies):.0f} ms p99 "
         f"{1000 * harness.percentile(result.latencies, 99):.0f} ms; "
@@ -145,7 +149,7 @@ async def run(args: argparse.Namespace) -> list[str]:
         await st.wait_raw_worker(raw_worker)
         raw_client = await Client.connect(st.server.address)
         # Warm both sides: connections, imports, the workflow sandbox, the database pools.
-        await harness.submit_referrals(st, 20, 4, f"warm-{uuid.uuid4().hex[:6]}")
+        await harness.submit_referrals(st, 20, 4, f"warm-{uuid.uuid4().hex[:6]}", loadgen=args.loadgen)
         await raw_starts(raw_client, st.raw_task_queue, 20, 4)
         await raw_shape(raw_client, st.raw_task_queue, 20, 4)
         api_before = [a.rss_mb() for a in st.apis]
@@ -157,12 +161,20 @@ async def run(args: argparse.Namespace) -> list[str]:
         behind = await raw_finished(raw_client, st.raw_task_queue)
         product = None
         if args.sync:
-            product = await product_intake(st, args.referrals, args.clients, profile=args.profile)
+            product = await product_intake(
+                st, args.referrals, args.clients, profile=args.profile, loadgen=args.loadgen
+            )
             await asyncio.sleep(2)
         product_async = None
         if args.respond_async:
             product_async = await product_intake(
-                st, args.referrals, args.clients, profile=False, label="async", respond_async=True
+                st,
+                args.referrals,
+                args.clients,
+                profile=False,
+                label="async",
+                respond_async=True,
+                loadgen=args.loadgen,
             )
             await asyncio.sleep(2)
         after = await raw_starts(raw_client, st.raw_task_queue, args.referrals, args.clients)
@@ -225,6 +237,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--referrals", type=int, default=None, help="referrals (and raw starts); 2000, quick 200")
     p.add_argument(
         "--clients", type=int, default=32, help="concurrent HTTP clients (and raw calls in flight)"
+    )
+    p.add_argument(
+        "--loadgen",
+        choices=["lean", "httpx"],
+        default="lean",
+        help="HTTP load generator: lean (bench.loadgen, default) or httpx (costs about 1 ms more CPU "
+        "a request on the cores the Temporal server needs)",
     )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--apis", type=int, default=1)
