@@ -1,4 +1,4 @@
-"""Benchmark: the CPU of intake's two read-model lookups, three ways (in-process).
+"""Benchmark: the CPU of intake's two read-model lookups, four ways (in-process).
 
     .venv/bin/python -m bench.lookups [--pairs 600] [--rounds 4] [--database postgresql|sqlite]
 
@@ -6,9 +6,12 @@ Every `POST /api/v1/referrals` looks the caller's token up and looks for a close
 the same key before it starts the workflow. Until 2026-12-04 each lookup had a session of its
 own on the API's engine: a pool checkout with a pre-ping, BEGIN, the query and ROLLBACK. Until
 2026-12-05 both shared one ORM session, in autocommit on PostgreSQL (SQLite keeps its
-transactions). Now both run in SQLAlchemy Core on one connection (`web.deps.ReadsApart`), with
-no session or identity map, and the duplicate lookup asks for closed rows only (the only ones
-it answers from). This times the three ways, `--pairs` pairs a round, interleaved over
+transactions). Until 2026-12-06 both ran in SQLAlchemy Core on one connection
+(`web.deps.ReadsApart`), with no session or identity map, and the duplicate lookup asks for
+closed rows only (the only ones it answers from). Now the same Core statements, built once, run
+on psycopg's own cursor on PostgreSQL (`models.driver`; on SQLite they still go through
+SQLAlchemy, so there the last two ways differ only in building each statement once). This times
+the four ways, `--pairs` pairs a round, interleaved over
 `--rounds` rounds, as process CPU (the API's limit under load), against a fresh migrated read
 model where the token is found and the referral is not (a new referral, as nearly always). Prints
 the median and the minimum of the rounds for each way, and the share of the latest against
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from activities.cancel import abandon_on_cancel
 from api import database_options
@@ -38,7 +41,7 @@ from bench import harness
 from bench.seed import seed
 from models import identity, repository
 from models.db import create_engine, session_factory
-from models.enums import Role
+from models.enums import Role, Status
 from models.migrate import upgrade
 from models.tables import ApiToken, Referral, User
 from web.deps import DATABASE_WAIT, ReadsApart, apart_engine
@@ -81,7 +84,16 @@ def ways(engine: AsyncEngine, token: str, referral_id: str) -> dict[str, Callabl
             assert await _guarded(_orm_token_holder(own, token, now=now)) is not None
             assert await _guarded(own.get(Referral, referral_id)) is None
 
-    async def one_connection() -> None:
+    async def core() -> None:
+        now = datetime.now(UTC)
+        reads = ReadsApart(autocommit)
+        try:
+            assert await reads.read(lambda own: _core_token_holder(own, token, now=now)) is not None
+            assert await reads.read(lambda own: _core_closed_referrals(own, [referral_id])) == {}
+        finally:
+            await reads.release()
+
+    async def driver() -> None:
         now = datetime.now(UTC)
         reads = ReadsApart(autocommit)
         try:
@@ -93,7 +105,8 @@ def ways(engine: AsyncEngine, token: str, referral_id: str) -> dict[str, Callabl
     return {
         "two ORM sessions (until 2026-12-04)": two_sessions,
         "one ORM session (until 2026-12-05)": one_session,
-        "one connection, Core (now)": one_connection,
+        "one connection, Core (until 2026-12-06)": core,
+        "one connection, at the driver on PostgreSQL (now)": driver,
     }
 
 
@@ -116,6 +129,38 @@ async def _orm_token_holder(session: AsyncSession, token: str, *, now: datetime)
         )
     ).one_or_none()
     return None if row is None else (row[0], row[1])
+
+
+async def _core_token_holder(
+    connection: AsyncConnection, token: str, *, now: datetime
+) -> tuple[User, Any] | None:
+    """The token check as it was until 2026-12-06: a Core statement built at each call."""
+    users, tokens = User.__table__, ApiToken.__table__
+    row = (
+        await connection.execute(
+            select(users, tokens.c.expires_at)
+            .join(tokens, tokens.c.user_id == users.c.id)
+            .where(
+                tokens.c.token_hash == repository.hash_token(token),
+                tokens.c.revoked_at.is_(None),
+                or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    fields = row._mapping
+    return User(**{column.key: fields[column] for column in users.columns}), fields[tokens.c.expires_at]
+
+
+async def _core_closed_referrals(connection: AsyncConnection, ids: list[str]) -> dict[str, Referral]:
+    """The duplicate lookup as it was until 2026-12-06."""
+    referrals = Referral.__table__
+    rows = await connection.execute(
+        select(referrals).where(referrals.c.id.in_(ids), referrals.c.status == Status.CLOSED.value)
+    )
+    found = [Referral(**{column.key: row._mapping[column] for column in referrals.columns}) for row in rows]
+    return {referral.id: referral for referral in found}
 
 
 async def run(args: argparse.Namespace) -> list[str]:
@@ -141,11 +186,11 @@ async def run(args: argparse.Namespace) -> list[str]:
         f"{args.pairs}; min {min(ms):.2f} ms)"
         for name, ms in cpu.items()
     ]
-    _, before, now = (statistics.median(ms) for ms in cpu.values())
+    _, _, before, now = (statistics.median(ms) for ms in cpu.values())
     share = 100 * now / before
     lines.append(
-        f"RESULT lookups ({args.database}): one connection in Core takes {share:.0f}% of the CPU of "
-        "one ORM session"
+        f"RESULT lookups ({args.database}): the lookups as they are now take {share:.0f}% of the CPU "
+        "of Core statements built at each call"
     )
     return lines
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, func, or_, select
+from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, case, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from models.driver import DriverQuery
 from models.enums import Risk, Role, Status, Team
 from models.payloads import HandoffState, ReferralEvent, ReferralState
 from models.tables import AccessAudit, ApiToken, OutboxMessage, Referral, SignInFailure, User
@@ -212,30 +213,45 @@ async def create_user(
     return user, token
 
 
+_USERS, _TOKENS, _REFERRALS = User.__table__, ApiToken.__table__, Referral.__table__
+_USER_KEYS = [column.key for column in _USERS.columns]
+_REFERRAL_KEYS = [column.key for column in _REFERRALS.columns]
+# Built once: a statement's cache key is computed once, not at every request.
+_TOKEN_HOLDER = DriverQuery(
+    select(_USERS, _TOKENS.c.expires_at)
+    .join(_TOKENS, _TOKENS.c.user_id == _USERS.c.id)
+    .where(
+        _TOKENS.c.token_hash == bindparam("token_hash"),
+        _TOKENS.c.revoked_at.is_(None),
+        or_(_TOKENS.c.expires_at.is_(None), _TOKENS.c.expires_at > bindparam("now")),
+    )
+)
+_CLOSED_REFERRALS = DriverQuery(
+    select(_REFERRALS).where(
+        _REFERRALS.c.id.in_(bindparam("ids", expanding=True)), _REFERRALS.c.status == Status.CLOSED.value
+    ),
+    # One statement whatever the number of ids (an expanding IN is rendered again for each).
+    postgresql=select(_REFERRALS).where(
+        _REFERRALS.c.id == any_(bindparam("ids", type_=ARRAY(String))),
+        _REFERRALS.c.status == Status.CLOSED.value,
+    ),
+)
+
+
 async def token_holder(
     connection: AsyncConnection, token: str, *, now: datetime
 ) -> tuple[User, datetime | None] | None:
     """The user holding a valid (unrevoked, unexpired) token, and when the token expires.
 
-    On a connection, in SQLAlchemy Core (every API request asks this first): the user comes back
-    as a detached copy, not through a session's identity map (`python -m bench.lookups`).
+    On a connection, at the driver on PostgreSQL (every API request asks this first,
+    `models.driver`): the user comes back as a detached copy, not through a session's identity
+    map (`python -m bench.lookups`).
     """
-    users, tokens = User.__table__, ApiToken.__table__
-    row = (
-        await connection.execute(
-            select(users, tokens.c.expires_at)
-            .join(tokens, tokens.c.user_id == users.c.id)
-            .where(
-                tokens.c.token_hash == hash_token(token),
-                tokens.c.revoked_at.is_(None),
-                or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
-            )
-        )
-    ).one_or_none()
-    if row is None:
+    rows = await _TOKEN_HOLDER.all(connection, {"token_hash": hash_token(token), "now": now})
+    if not rows:
         return None
-    fields = row._mapping
-    return User(**{column.key: fields[column] for column in users.columns}), fields[tokens.c.expires_at]
+    *fields, expires_at = rows[0]
+    return User(**dict(zip(_USER_KEYS, fields, strict=True))), expires_at
 
 
 async def user_for_token(session: AsyncSession, token: str, *, now: datetime) -> User | None:
@@ -247,15 +263,13 @@ async def user_for_token(session: AsyncSession, token: str, *, now: datetime) ->
 async def closed_referrals(connection: AsyncConnection, ids: Sequence[str]) -> dict[str, Referral]:
     """The closed referrals among `ids`, by id (intake's duplicate lookup, before Temporal).
 
-    On a connection, in SQLAlchemy Core, as `token_holder`: rows come back as detached copies.
+    On a connection, at the driver on PostgreSQL, as `token_holder`: rows come back as detached
+    copies.
     """
     if not ids:
         return {}
-    referrals = Referral.__table__
-    rows = await connection.execute(
-        select(referrals).where(referrals.c.id.in_(ids), referrals.c.status == Status.CLOSED.value)
-    )
-    found = [Referral(**{column.key: row._mapping[column] for column in referrals.columns}) for row in rows]
+    rows = await _CLOSED_REFERRALS.all(connection, {"ids": list(ids)})
+    found = [Referral(**dict(zip(_REFERRAL_KEYS, row, strict=True))) for row in rows]
     return {referral.id: referral for referral in found}
 
 

@@ -1,4 +1,5 @@
-"""Intake's lookups in SQLAlchemy Core (SQLite and PostgreSQL): the same rows the ORM would load."""
+"""Intake's lookups (at the driver on PostgreSQL, in SQLAlchemy Core on SQLite): the same rows the
+ORM would load, and the errors SQLAlchemy would raise."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import pytest_asyncio
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models import accounts, identity, repository
 from models.db import create_engine, session_factory
+from models.driver import DriverQuery
 from models.enums import Role, Team
 from models.payloads import HandoffState
 from models.tables import Referral, User
@@ -106,3 +110,63 @@ async def test_the_token_holder_is_the_whole_user(engine: AsyncEngine) -> None:
             c.key: getattr(stored, c.key) for c in User.__table__.columns
         }
         assert await repository.token_holder(connection, token, now=NOW + timedelta(days=3)) is None
+
+
+async def test_on_postgresql_the_lookups_bypass_sqlalchemys_execution(engine: AsyncEngine) -> None:
+    """The driver path is taken on PostgreSQL (SQLAlchemy executes nothing), not on SQLite."""
+    async with session_factory(engine)() as session:
+        _, _, token = await accounts.create_account(
+            session, role=Role.POLICE, name="PC Path", email="p@example.test", force="Kent Police",
+            now=NOW, expires_in_days=None, password_hash=None,
+        )  # fmt: skip
+        await session.commit()
+    executed: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        executed.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with engine.connect() as connection:
+            held = await repository.token_holder(connection, token, now=NOW)
+            assert held is not None and held[0].name == "PC Path" and held[1] is None
+            assert await repository.closed_referrals(connection, ["0" * 32]) == {}
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(executed) == (0 if engine.dialect.name == "postgresql" else 2)
+
+
+async def test_a_failing_statement_raises_sqlalchemys_error(engine: AsyncEngine) -> None:
+    missing = DriverQuery(select(text("1")).select_from(text("no_such_table")))
+    async with engine.connect() as connection:
+        with pytest.raises((ProgrammingError, OperationalError)) as raised:
+            await missing.all(connection, {})
+        assert "no_such_table" in str(raised.value)
+        assert not connection.invalidated
+
+
+async def test_a_lost_connection_is_invalidated_and_not_reused(engine: AsyncEngine) -> None:
+    """Killed under the lookup: SQLAlchemy's OperationalError (so intake counts the database as
+    down), the pool discards the connection, and the next lookup gets a working one."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a server-side kill of one connection is PostgreSQL's")
+    async with session_factory(engine)() as session:
+        _, _, token = await accounts.create_account(
+            session, role=Role.POLICE, name="PC Kill", email="k@example.test", force="Kent Police",
+            now=NOW, expires_in_days=None, password_hash=None,
+        )  # fmt: skip
+        await session.commit()
+    async with engine.connect() as victim:
+        pid = (await victim.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await victim.commit()
+        async with engine.connect() as killer:
+            await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await killer.commit()
+        with pytest.raises(OperationalError) as raised:
+            await repository.token_holder(victim, token, now=NOW)
+        assert raised.value.connection_invalidated
+        assert victim.invalidated
+    async with engine.connect() as fresh:
+        assert (await fresh.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
+        held = await repository.token_holder(fresh, token, now=NOW)
+        assert held is not None and held[0].name == "PC Kill"
