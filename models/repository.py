@@ -236,6 +236,10 @@ _CLOSED_REFERRALS = DriverQuery(
         _REFERRALS.c.status == Status.CLOSED.value,
     ),
 )
+# Intake's one id: psycopg's dumping of a one-item array costs more than the rest of the query.
+_CLOSED_REFERRAL = DriverQuery(
+    select(_REFERRALS).where(_REFERRALS.c.id == bindparam("id"), _REFERRALS.c.status == Status.CLOSED.value)
+)
 
 
 async def token_holder(
@@ -268,7 +272,10 @@ async def closed_referrals(connection: AsyncConnection, ids: Sequence[str]) -> d
     """
     if not ids:
         return {}
-    rows = await _CLOSED_REFERRALS.all(connection, {"ids": list(ids)})
+    if len(ids) == 1:
+        rows = await _CLOSED_REFERRAL.all(connection, {"id": ids[0]})
+    else:
+        rows = await _CLOSED_REFERRALS.all(connection, {"ids": list(ids)})
     found = [Referral(**dict(zip(_REFERRAL_KEYS, row, strict=True))) for row in rows]
     return {referral.id: referral for referral in found}
 

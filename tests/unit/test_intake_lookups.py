@@ -84,6 +84,10 @@ async def test_closed_referrals_are_the_closed_rows_whole(engine: AsyncEngine) -
     async with engine.connect() as connection:
         found = await repository.closed_referrals(connection, [r["id"] for r in rows] + [unknown])
         assert await repository.closed_referrals(connection, []) == {}
+        # Intake asks for one id at a time (a statement of its own).
+        assert list(await repository.closed_referrals(connection, [rows[1]["id"]])) == [rows[1]["id"]]
+        assert await repository.closed_referrals(connection, [rows[0]["id"]]) == {}
+        assert await repository.closed_referrals(connection, [unknown]) == {}
     assert sorted(found) == sorted(r["id"] for r in rows[1:])
     async with session_factory(engine)() as session:
         for rid, referral in found.items():
