@@ -3,10 +3,10 @@
 Every `POST /api/v1/referrals` checks the caller's token and looks for a closed referral under
 the same key before it starts the workflow. Through SQLAlchemy's execution layer (cache key,
 execution context, result set, a greenlet hop for each driver call) those two lookups cost the
-API more CPU than the Temporal start they guard; on psycopg's own cursor, a third of it
-(`python -m bench.lookups`).
+API more CPU than the Temporal start they guard; on psycopg's own cursor, about two fifths of
+it (`python -m bench.lookups`).
 
-The statement is still written in SQLAlchemy Core and compiled by SQLAlchemy, once per dialect;
+The statement is still written in SQLAlchemy Core and compiled by SQLAlchemy, once, at first use;
 its parameters and result columns go through the columns' own type processing (`UTCDateTime`
 answers aware UTC datetimes either way); and a psycopg error is raised as the SQLAlchemy error
 that SQLAlchemy would have raised for it, after the connection is invalidated when it says the
@@ -85,7 +85,13 @@ class DriverQuery:
         except psycopg.Error as exc:
             lost = bool(driver.broken or driver.closed)
             error = DBAPIError.instance(
-                compiled.sql, values, exc, psycopg.Error, connection_invalidated=lost, dialect=dialect
+                compiled.sql,
+                values,
+                exc,
+                psycopg.Error,
+                hide_parameters=connection.sync_engine.hide_parameters,
+                connection_invalidated=lost,
+                dialect=dialect,
             )
             if lost:  # as SQLAlchemy does: the pool must not hand this connection out again
                 await connection.invalidate(exc)

@@ -174,3 +174,16 @@ async def test_a_lost_connection_is_invalidated_and_not_reused(engine: AsyncEngi
         assert (await fresh.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
         held = await repository.token_holder(fresh, token, now=NOW)
         assert held is not None and held[0].name == "PC Kill"
+
+
+async def test_an_engine_that_hides_parameters_hides_them_from_the_error(database_url: str) -> None:
+    hidden = create_engine(database_url, hide_parameters=True)
+    missing = DriverQuery(select(text("1")).select_from(text("no_such_table")).where(text("1 = :secret")))
+    try:
+        async with hidden.connect() as connection:
+            with pytest.raises((ProgrammingError, OperationalError)) as raised:
+                await missing.all(connection, {"secret": 424242})
+    finally:
+        await hidden.dispose()
+    assert "no_such_table" in str(raised.value)
+    assert "424242" not in str(raised.value)
