@@ -116,14 +116,19 @@ async def test_the_token_holder_is_the_whole_user(engine: AsyncEngine) -> None:
         assert await repository.token_holder(connection, token, now=NOW + timedelta(days=3)) is None
 
 
-async def test_on_postgresql_the_lookups_bypass_sqlalchemys_execution(engine: AsyncEngine) -> None:
-    """The driver path is taken on PostgreSQL (SQLAlchemy executes nothing), not on SQLite."""
+async def _police_token(engine: AsyncEngine, name: str, email: str) -> str:
+    """A new police user's token, without expiry."""
     async with session_factory(engine)() as session:
         _, _, token = await accounts.create_account(
-            session, role=Role.POLICE, name="PC Path", email="p@example.test", force="Kent Police",
-            now=NOW, expires_in_days=None, password_hash=None,
-        )  # fmt: skip
+            session, role=Role.POLICE, name=name, email=email, force="Kent Police", now=NOW
+        )
         await session.commit()
+    return token
+
+
+async def test_on_postgresql_the_lookups_bypass_sqlalchemys_execution(engine: AsyncEngine) -> None:
+    """The driver path is taken on PostgreSQL (SQLAlchemy executes nothing), not on SQLite."""
+    token = await _police_token(engine, "PC Path", "p@example.test")
     executed: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -154,12 +159,7 @@ async def test_a_lost_connection_is_invalidated_and_not_reused(engine: AsyncEngi
     down), the pool discards the connection, and the next lookup gets a working one."""
     if engine.dialect.name != "postgresql":
         pytest.skip("a server-side kill of one connection is PostgreSQL's")
-    async with session_factory(engine)() as session:
-        _, _, token = await accounts.create_account(
-            session, role=Role.POLICE, name="PC Kill", email="k@example.test", force="Kent Police",
-            now=NOW, expires_in_days=None, password_hash=None,
-        )  # fmt: skip
-        await session.commit()
+    token = await _police_token(engine, "PC Kill", "k@example.test")
     async with engine.connect() as victim:
         pid = (await victim.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         await victim.commit()
