@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.cancel import abandon_on_cancel
@@ -17,6 +19,55 @@ from models.payloads import ProjectInput, ReferralState
 
 def _insert(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+#: Columns of the `referral` row that follow the workflow's state (`referral_row`'s keys).
+ROW_COLUMNS = (
+    "status",
+    "risk",
+    "awaiting_team",
+    "due_at",
+    "escalation_level",
+    "closed_at",
+    "outcome",
+    "record_id",
+    "referrer_undeliverable",
+    "version",
+    "handoffs",
+    "handed_to",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    purged: Select[tuple[datetime | None]]
+    upsert: Any
+    append: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """The projection's three statements for `dialect`, built once.
+
+    Built with bound parameters and given their values at execution, rather than built around the
+    values at every call: SQLAlchemy then finds each one compiled in its cache without rebuilding
+    the statement, its literals and its cache key (which cost more CPU than the queries, in a
+    worker that projects every referral's every change).
+    """
+    insert = _insert(dialect)
+    table = tables.Referral.__table__
+    upsert = insert(table)
+    # A retried or reordered projection never moves a row backwards.
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={name: upsert.excluded[name] for name in ROW_COLUMNS},
+        where=(table.c.version < upsert.excluded.version) & table.c.purged_at.is_(None),
+    )
+    events = tables.ReferralEvent.__table__
+    append = insert(events).on_conflict_do_nothing(index_elements=[events.c.referral_id, events.c.seq])
+    purged = select(table.c.purged_at).where(table.c.id == bindparam("referral_id"))
+    return _Statements(purged=purged, upsert=upsert, append=append)
 
 
 def handed_to(state: ReferralState) -> str:
@@ -50,6 +101,8 @@ class RecordActivities:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
+        # Projections run in Core on the sessions' engine: no session or identity map is needed.
+        self.engine: AsyncEngine = sessions.kw["bind"]
 
     @activity.defn(name="project_referral")
     async def project_referral(self, input: ProjectInput) -> None:
@@ -58,16 +111,13 @@ class RecordActivities:
 
     async def _project(self, input: ProjectInput) -> None:
         state = input.state
-        async with self.sessions() as session, session.begin():
-            purged = await session.scalar(
-                select(tables.Referral.purged_at).where(tables.Referral.id == state.referral_id)
-            )
+        async with self.engine.begin() as connection:
+            statements = _statements(connection.dialect.name)
+            purged = await connection.scalar(statements.purged, {"referral_id": state.referral_id})
             if purged is not None:
                 # Retention removed its personal details: nothing (notes, addresses) comes back.
                 activity.logger.warning("projection of a purged referral skipped")
                 return
-            insert = _insert(session.get_bind().dialect.name)
-            row = referral_row(state)
             values = {
                 "id": state.referral_id,
                 "reference": state.reference,
@@ -77,35 +127,23 @@ class RecordActivities:
                 "received_at": state.received_at,
                 "submitted_by": input.submitted_by.model_dump(mode="json"),
                 "details": input.details.model_dump(mode="json"),
-                **row,
+                **referral_row(state),
             }
-            table = tables.Referral.__table__
-            stmt = insert(table).values(**values)
-            # A retried or reordered projection never moves a row backwards.
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c.id],
-                set_=row,
-                where=(table.c.version < stmt.excluded.version) & table.c.purged_at.is_(None),
-            )
-            await session.execute(stmt)
+            await connection.execute(statements.upsert, values)
             if state.events:
-                events = tables.ReferralEvent.__table__
-                await session.execute(
-                    insert(events)
-                    .values(
-                        [
-                            {
-                                "referral_id": state.referral_id,
-                                "seq": e.seq,
-                                "type": e.type.value,
-                                "at": e.at,
-                                "actor": e.actor.model_dump(mode="json") if e.actor else None,
-                                "handoff_seq": e.handoff_seq,
-                                "team": e.team.value if e.team else None,
-                                "data": e.data,
-                            }
-                            for e in state.events
-                        ]
-                    )
-                    .on_conflict_do_nothing(index_elements=[events.c.referral_id, events.c.seq])
+                await connection.execute(
+                    statements.append,
+                    [
+                        {
+                            "referral_id": state.referral_id,
+                            "seq": e.seq,
+                            "type": e.type.value,
+                            "at": e.at,
+                            "actor": e.actor.model_dump(mode="json") if e.actor else None,
+                            "handoff_seq": e.handoff_seq,
+                            "team": e.team.value if e.team else None,
+                            "data": e.data,
+                        }
+                        for e in state.events
+                    ],
                 )

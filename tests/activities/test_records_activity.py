@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from activities.records import RecordActivities
+from activities.records import ROW_COLUMNS, RecordActivities, referral_row
 from models.enums import EventType, Outcome, Risk, Status, Team
 from models.payloads import (
     HandoffState,
@@ -211,6 +211,24 @@ class TestIdempotentProjection:
         assert await referral_rows(sessions) == before_rows
         assert await event_rows(sessions) == before_events
         assert len(before_events) == 2
+
+
+class TestUpsertColumns:
+    """The upsert, built once, updates exactly the columns that follow the workflow's state."""
+
+    def test_row_columns_are_the_projected_ones(self) -> None:
+        # A column added to referral_row but not to ROW_COLUMNS would be written once, at the
+        # first projection, and never updated again.
+        assert tuple(referral_row(state(7, EVENTS))) == ROW_COLUMNS
+
+    async def test_a_newer_version_updates_every_row_column(self, sessions: Sessions) -> None:
+        await project(sessions, projection(2))
+        await project(sessions, projection(7, since=2))
+
+        (row,) = await referral_rows(sessions)
+        expected = referral_row(state(7, EVENTS))
+        del expected["updated_at"]  # the activity's own clock
+        assert {name: row[name] for name in expected} == expected
 
 
 class TestNeverBackwards:
