@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -33,7 +38,7 @@ from models.policy import load_policy
 from tests.conftest import ROOT, TEMPORAL_TEST_SERVER
 from tests.unit.sandbox_workflows import CountingWorkflow, ForbiddenWorkflow, GreetingWorkflow
 from worker import build_worker
-from workflow_runner import CompiledSandboxRunner, compiled
+from workflow_runner import CompiledSandboxRunner, FirstReadSource, compiled
 from workflows.referral import ReferralWorkflow
 
 
@@ -191,3 +196,69 @@ async def test_recorded_histories_replay_on_the_workers_runner(name: str) -> Non
     )
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None
+
+
+VERSIONED_WORKFLOW = """
+from temporalio import workflow
+
+
+@workflow.defn
+class VersionedWorkflow:
+    @workflow.run
+    async def run(self) -> str:
+        return "{version}"
+"""
+
+
+def _versioned_package(root: Path, version: str) -> ModuleType:
+    """A fresh package on sys.path whose workflow answers `version`, imported (as a worker does)."""
+    package = f"rt_versioned_{uuid.uuid4().hex[:8]}"
+    (root / package).mkdir()
+    (root / package / "__init__.py").write_text("")
+    (root / package / "flow.py").write_text(VERSIONED_WORKFLOW.format(version=version))
+    return importlib.import_module(f"{package}.flow")
+
+
+def _rewrite(module: ModuleType, version: str) -> None:
+    """The module's file on disk changed (a deployment in progress), newer by a few seconds."""
+    path = Path(str(module.__file__))
+    path.write_text(VERSIONED_WORKFLOW.format(version=version))
+    later = path.stat().st_mtime + 5
+    os.utime(path, (later, later))
+    shutil.rmtree(path.parent / "__pycache__", ignore_errors=True)
+
+
+async def _run_versioned(env: WorkflowEnvironment, module: ModuleType, runner: WorkflowRunner) -> list[str]:
+    """Run the module's workflow twice, its source rewritten on disk in between; every instance is
+    built again (no cache), as after an eviction."""
+    cls = module.VersionedWorkflow
+    queue = f"runner-{uuid.uuid4()}"
+    results = []
+    async with Worker(
+        env.client, task_queue=queue, workflows=[cls], workflow_runner=runner, max_cached_workflows=0
+    ):
+        results.append(await env.client.execute_workflow(cls.run, id=f"{queue}-1", task_queue=queue))
+        _rewrite(module, "v2")
+        results.append(await env.client.execute_workflow(cls.run, id=f"{queue}-2", task_queue=queue))
+    return results
+
+
+async def test_the_worker_runs_the_workflow_code_it_started_with(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # The stock sandbox imports the workflow's module from disk again for every instance: the
+    # second run executes the rewritten file beside the worker's own copy of the class.
+    stock = _versioned_package(tmp_path, "v1")
+    assert await _run_versioned(env, stock, SandboxedWorkflowRunner()) == ["v1", "v2"]
+    # The worker's runner rebuilds every instance from the code it first read.
+    ours = _versioned_package(tmp_path, "v1")
+    assert await _run_versioned(env, ours, CompiledSandboxRunner()) == ["v1", "v1"]
+    assert str(Path(str(ours.__file__))) in FirstReadSource.codes
+
+
+def test_the_first_read_source_answers_only_inside_the_sandbox() -> None:
+    # Outside the sandbox (the worker's own imports, pytest's, anyone's) modules load as usual.
+    finder = FirstReadSource()
+    finder.packages.add("workflows")
+    assert finder.find_spec("workflows.referral", None) is None
