@@ -30,6 +30,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str], int]] = [
     ("scaleout", [], ["--quick"], 1800),
     ("dashboard", [], ["--referrals", "5000", "--runs", "5"], 900),
     ("lookups", [], ["--pairs", "100", "--rounds", "2"], 300),
+    ("projection", [], ["--referrals", "50", "--rounds", "2"], 300),
     ("rebuild", [], ["--replays", "20", "--rounds", "2"], 600),
     ("contention", [], ["--quick"], 900),
 ]
