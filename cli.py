@@ -98,9 +98,9 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run `main` to completion on uvloop's event loop, or asyncio's where uvloop is not installed.
 
     uvloop (libuv) is what uvicorn chooses when it is installed; the API, the worker and `dev` run
-    their servers inside this loop, so the choice is made here. Its loop does the same work with
-    less of the interpreter's time for each socket event, which the API and the worker spend
-    beside the Temporal server on the same cores (BENCHMARKS.md, eighth run).
+    their servers inside this loop, so the choice is made here. It handles socket events in C
+    rather than in Python, time the API and the worker otherwise take from the Temporal server on
+    shared cores (measured only together with two other changes: BENCHMARKS.md, eighth run).
     """
     try:
         import uvloop
