@@ -96,11 +96,43 @@ def referral_row(state: ReferralState) -> dict[str, Any]:
     }
 
 
+def referral_values(input: ProjectInput) -> dict[str, Any]:
+    """Every column of the `referral` row a projection writes (the insert's values)."""
+    state = input.state
+    return {
+        "id": state.referral_id,
+        "reference": state.reference,
+        "force": state.force,
+        "police_reference": state.police_reference,
+        "fingerprint": state.fingerprint,
+        "received_at": state.received_at,
+        "submitted_by": input.submitted_by.model_dump(mode="json"),
+        "details": input.details.model_dump(mode="json"),
+        **referral_row(state),
+    }
+
+
+def event_rows(state: ReferralState) -> list[dict[str, Any]]:
+    """The `referral_event` rows of the state's events."""
+    return [
+        {
+            "referral_id": state.referral_id,
+            "seq": e.seq,
+            "type": e.type.value,
+            "at": e.at,
+            "actor": e.actor.model_dump(mode="json") if e.actor else None,
+            "handoff_seq": e.handoff_seq,
+            "team": e.team.value if e.team else None,
+            "data": e.data,
+        }
+        for e in state.events
+    ]
+
+
 class RecordActivities:
     """Writes the read model; the worker builds one with its session factory."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
         # Projections run in Core on the sessions' engine: no session or identity map is needed.
         self.engine: AsyncEngine = sessions.kw["bind"]
 
@@ -118,32 +150,6 @@ class RecordActivities:
                 # Retention removed its personal details: nothing (notes, addresses) comes back.
                 activity.logger.warning("projection of a purged referral skipped")
                 return
-            values = {
-                "id": state.referral_id,
-                "reference": state.reference,
-                "force": state.force,
-                "police_reference": state.police_reference,
-                "fingerprint": state.fingerprint,
-                "received_at": state.received_at,
-                "submitted_by": input.submitted_by.model_dump(mode="json"),
-                "details": input.details.model_dump(mode="json"),
-                **referral_row(state),
-            }
-            await connection.execute(statements.upsert, values)
+            await connection.execute(statements.upsert, referral_values(input))
             if state.events:
-                await connection.execute(
-                    statements.append,
-                    [
-                        {
-                            "referral_id": state.referral_id,
-                            "seq": e.seq,
-                            "type": e.type.value,
-                            "at": e.at,
-                            "actor": e.actor.model_dump(mode="json") if e.actor else None,
-                            "handoff_seq": e.handoff_seq,
-                            "team": e.team.value if e.team else None,
-                            "data": e.data,
-                        }
-                        for e in state.events
-                    ],
-                )
+                await connection.execute(statements.append, event_rows(state))

@@ -29,10 +29,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.records import RecordActivities, _insert, referral_row
+from activities.records import ROW_COLUMNS, RecordActivities, _insert, event_rows, referral_values
 from api import database_options
 from bench import harness
-from models import identity, tables
+from commands import intake_input
+from models import tables
 from models.db import create_engine, session_factory
 from models.enums import EventType, Role, Status, Team
 from models.migrate import upgrade
@@ -43,7 +44,6 @@ from models.payloads import (
     ProjectInput,
     ReferralDetails,
     ReferralEvent,
-    ReferralInput,
     ReferralState,
 )
 from models.schemas import ReferralCreate
@@ -57,17 +57,7 @@ def projections(n: int) -> tuple[ProjectInput, ProjectInput]:
         harness.referral_body(f"BENCH-{n}-{uuid.uuid4().hex[:8]}")
     ).to_details()
     received = datetime.now(UTC)
-    rid = identity.referral_id(details.force, details.police_reference)
-    state = ReferralState.received(
-        ReferralInput(
-            referral_id=rid,
-            reference=identity.reference_for(rid),
-            fingerprint=identity.fingerprint(details),
-            received_at=received,
-            submitted_by=POLICE,
-            details=details,
-        )
-    )
+    state = ReferralState.received(intake_input(details, actor=POLICE, received_at=received))
     due = received + timedelta(hours=4)
     handoff = HandoffState(
         seq=1,
@@ -114,44 +104,19 @@ def orm_per_call(sessions: async_sessionmaker[Any]) -> Callable[[ProjectInput], 
             )
             assert purged is None
             insert = _insert(session.get_bind().dialect.name)
-            row = referral_row(state)
-            values = {
-                "id": state.referral_id,
-                "reference": state.reference,
-                "force": state.force,
-                "police_reference": state.police_reference,
-                "fingerprint": state.fingerprint,
-                "received_at": state.received_at,
-                "submitted_by": input.submitted_by.model_dump(mode="json"),
-                "details": input.details.model_dump(mode="json"),
-                **row,
-            }
+            values = referral_values(input)
             table = tables.Referral.__table__
             stmt = insert(table).values(**values)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[table.c.id],
-                set_=row,
+                set_={name: values[name] for name in ROW_COLUMNS},
                 where=(table.c.version < stmt.excluded.version) & table.c.purged_at.is_(None),
             )
             await session.execute(stmt)
             events = tables.ReferralEvent.__table__
             await session.execute(
                 insert(events)
-                .values(
-                    [
-                        {
-                            "referral_id": state.referral_id,
-                            "seq": e.seq,
-                            "type": e.type.value,
-                            "at": e.at,
-                            "actor": e.actor.model_dump(mode="json") if e.actor else None,
-                            "handoff_seq": e.handoff_seq,
-                            "team": e.team.value if e.team else None,
-                            "data": e.data,
-                        }
-                        for e in state.events
-                    ]
-                )
+                .values(event_rows(state))
                 .on_conflict_do_nothing(index_elements=[events.c.referral_id, events.c.seq])
             )
 
