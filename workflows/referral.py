@@ -5,8 +5,6 @@ activity as absolute instants, so a change to the calendar or the policy never a
 running referral's history on replay.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 from datetime import datetime, timedelta

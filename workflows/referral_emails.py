@@ -5,8 +5,6 @@ it): what to send, to whom, under which idempotency key, and what to record when
 refuses a message for good.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
