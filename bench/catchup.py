@@ -3,12 +3,13 @@
     .venv/bin/python -m bench.catchup [--quick] [--handoffs 5000] [--workers 1] [--apis 1]
                                       [--database postgresql|sqlite] [--rate-guess 8] [--cache N]
 
-The policy's working day starts at a whole minute T0 a few minutes ahead (UTC, every day a working
-day, no bank holidays) and every hand-off is due "1 working second" after it opens, with one
-escalation step at the deadline to the team's manager and the referrer (one email each). Every
-referral submitted before T0 is therefore due at T0 + 1 s exactly. The benchmark submits them over
-HTTP, waits for the instant and times until every escalation email has reached the aiosmtpd server
-in this process (checking each Message-ID arrived once). Baseline, same server: as many raw
+The policy's working day starts at a whole minute T0 a few minutes ahead (UTC, or UTC+12 when T0
+is within an hour of midnight UTC; every day a working day, no bank holidays) and every hand-off
+is due "1 working second" after it opens, with one escalation step at the deadline to the team's
+manager and the referrer (one email each). Every referral submitted before T0 is therefore due
+at T0 + 1 s exactly. The benchmark submits them over HTTP, waits for the instant and times until
+every escalation email has reached the aiosmtpd server in this process (checking each
+Message-ID arrived once). Baseline, same server: as many raw
 workflows sleeping to one instant, each then running one no-op activity, timed until the last
 activity ran. Target: product <= 2x raw. Reports emails per second.
 """
@@ -23,6 +24,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from temporalio.client import Client
 
@@ -39,19 +41,34 @@ TEAMS = {
 
 def choose_t0(handoffs: int, rate_guess: float, *, start_up: float = 20.0) -> datetime:
     """The whole minute by which the intake should be over (at `rate_guess` referrals/s)."""
-    ready = datetime.now(UTC) + timedelta(seconds=start_up + handoffs / rate_guess + 10)
+    now = datetime.now(UTC)
+    ready = now + timedelta(seconds=start_up + handoffs / rate_guess + 10)
     t0 = ready.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    if t0.date() != (t0 + timedelta(minutes=1)).date() or (t0.hour == 23 and t0.minute > 50):
-        raise harness.BenchError("the working-day trick needs T0 before 23:50 UTC: run it later")
+    zone = ZoneInfo(zone_for(t0))
+    if now.astimezone(zone).date() != t0.astimezone(zone).date():
+        raise harness.BenchError(
+            "the intake would start on the day before T0's working day: pass a higher --rate-guess"
+        )
     return t0
 
 
+def zone_for(t0: datetime) -> str:
+    """The policy's time zone: one in which T0 is at least an hour from midnight.
+
+    The working day runs from T0 to 23:59 local time, and the intake before T0 must fall on the
+    same local day (before its working hours), or its hand-offs would open in working time.
+    UTC when T0 is between 01:00 and 22:59 UTC, else UTC+12 (POSIX writes it Etc/GMT-12).
+    """
+    return "UTC" if 1 <= t0.hour <= 22 else "Etc/GMT-12"
+
+
 def policy_for(t0: datetime) -> str:
-    """Every hand-off due 1 working second after it opens; the working day starts at T0 (UTC)."""
+    """Every hand-off due 1 working second after it opens; the working day starts at T0."""
+    zone = zone_for(t0)
     parts = [
         "[calendar]",
-        'timezone = "UTC"',
-        f'working_hours = "{t0:%H:%M}-23:59"',
+        f'timezone = "{zone}"',
+        f'working_hours = "{t0.astimezone(ZoneInfo(zone)):%H:%M}-23:59"',
         'working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]',
         'bank_holidays = "none"',
         "closures = []",
