@@ -197,7 +197,7 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Event | None = None) -> None:
     """Run the worker until SIGINT/SIGTERM (or `stop`)."""
     from models.db import create_engine
-    from worker import build_worker, ensure_schedules, tune_gc
+    from worker import build_worker, ensure_schedules
 
     policy = load_policy(settings.policy_file)
     secret = settings.require_secret_key(dev=dev)
@@ -208,7 +208,6 @@ async def run_worker(settings: Settings, *, dev: bool = False, stop: asyncio.Eve
         log.warning("schedules.not_ensured", error=f"{type(exc).__name__}: {exc}"[:300])
     engine = create_engine(settings.resolved_database_url)
     worker = build_worker(client, settings, secret=secret, policy=policy, engine=engine)
-    tune_gc()
     own_stop = stop is None
     stop = stop or asyncio.Event()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -123,28 +122,6 @@ def build_worker(
         max_cached_workflows=settings.workflow_cache,
         workflow_runner=workflow_runner(),
     )
-
-
-#: The cyclic garbage collector's thresholds in a worker process (Python's default is 700, 10, 10).
-#: Every workflow instance, new or rebuilt, is a sandbox of its own (its modules executed again),
-#: and a cache of a thousand of them makes a heap of most of a million objects that every full
-#: collection walks. At the default, a 2,000-referral intake cost the worker 6.4 s of 42 s CPU in
-#: the collector (14 full collections of ~360 ms); with these and `gc.freeze()` after start-up,
-#: 2.8 s (one full collection), with the live heap back to the same size after it (BENCHMARKS.md,
-#: ninth run). Young collections every 10,000 net allocations let an activation's garbage die
-#: young instead of being promoted; full collections still run, so memory stays bounded.
-GC_THRESHOLDS = (10_000, 10, 10)
-
-
-def tune_gc() -> None:
-    """Set a worker process's collector: call once the worker's modules are imported.
-
-    `gc.freeze()` moves what start-up built (modules, classes, the policy) to a generation the
-    collector never walks again; `GC_THRESHOLDS` makes collections rarer (see there).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def purge_schedule(settings: Settings) -> Schedule:

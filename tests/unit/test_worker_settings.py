@@ -32,26 +32,3 @@ async def test_workflow_cache_is_the_setting(
             assert worker.config()["max_cached_workflows"] == expected
     finally:
         await engine.dispose()
-
-
-def test_tune_gc_freezes_start_up_and_sets_the_thresholds() -> None:
-    """In a process of its own: the collector's settings are global to the process."""
-    import subprocess
-    import sys
-
-    from worker import GC_THRESHOLDS
-
-    script = (
-        "import gc, worker\n"
-        "assert gc.get_freeze_count() == 0, gc.get_freeze_count()\n"
-        "worker.tune_gc()\n"
-        "print(list(gc.get_threshold()), gc.get_freeze_count())\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    thresholds, frozen = out.stdout.rsplit(" ", 1)
-    assert thresholds == str(list(GC_THRESHOLDS))
-    assert GC_THRESHOLDS != (700, 10, 10)  # Python's default: tuning it is the point
-    # Every object start-up made (the worker's modules, tens of thousands) is frozen.
-    assert int(frozen) > 10_000
