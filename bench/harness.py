@@ -151,6 +151,9 @@ def base_env(**values: str) -> dict[str, str]:
     # The `referrals` processes run in their own folders: without this, an editable install
     # would import the tree it was installed from rather than the one being measured.
     env["PYTHONPATH"] = str(ROOT)
+    if env.get("BENCH_GC_PROBE"):
+        # bench/gcprobe/sitecustomize.py: the collector's work in each worker (see there).
+        env["PYTHONPATH"] = f"{ROOT / 'bench' / 'gcprobe'}{os.pathsep}{ROOT}"
     env.update(values)
     env["PYTHONUNBUFFERED"] = "1"
     return env
