@@ -9,9 +9,9 @@ is due "1 working second" after it opens, with one escalation step at the deadli
 manager and the referrer (one email each). Every referral submitted before T0 is therefore due
 at T0 + 1 s exactly. The benchmark submits them over HTTP, waits for the instant and times until
 every escalation email has reached the aiosmtpd server in this process (checking each
-Message-ID arrived once). Baseline, same server: as many raw
-workflows sleeping to one instant, each then running one no-op activity, timed until the last
-activity ran. Target: product <= 2x raw. Reports emails per second.
+Message-ID arrived once). Baseline, same server: as many raw workflows sleeping to one instant,
+each then running one no-op activity, timed until the last activity ran. Target: product <= 2x
+raw. Reports emails per second.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ it): what to send, to whom, under which idempotency key, and what to record when
 refuses a message for good.
 """
 
+# No `from __future__ import annotations` here: the sandbox executes this module for every
+# workflow instance, and temporalio resolves the Updates' string annotations with
+# typing.get_type_hints each time (about a tenth of a rebuild: BENCHMARKS.md, ninth run).
+
 import asyncio
 import contextlib
 from datetime import datetime, timedelta

@@ -262,3 +262,15 @@ def test_the_first_read_source_answers_only_inside_the_sandbox() -> None:
     finder = FirstReadSource()
     finder.packages.add("workflows")
     assert finder.find_spec("workflows.referral", None) is None
+
+
+def test_workflow_annotations_are_evaluated_at_definition() -> None:
+    """Not postponed (no `from __future__ import annotations`): the sandbox executes the module
+    for every workflow instance, and string annotations cost temporalio a get_type_hints
+    compilation each time."""
+    from models.payloads import AcknowledgeInput, EmailResult
+    from workflows.referral import ReferralWorkflow
+    from workflows.referral_emails import ReferralEmails
+
+    assert ReferralWorkflow.acknowledge.__annotations__["input"] is AcknowledgeInput
+    assert ReferralEmails._record_email.__annotations__["result"] is EmailResult
