@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from email.utils import format_datetime
 from types import SimpleNamespace
 
 import pytest
@@ -43,7 +44,7 @@ def stock_message(sender: str, row: OutboxMessage) -> EmailMessage:
     message["To"] = ", ".join(row.recipients)
     message["Subject"] = row.subject
     message["Message-ID"] = row.message_id
-    message["Date"] = email.utils.format_datetime(row.created_at)
+    message["Date"] = format_datetime(row.created_at)
     if row.reference:
         message["X-Referral-Reference"] = row.reference
     message.set_content(row.body)
