@@ -7,9 +7,10 @@ the environment or the network, and no validator may depend on today's date.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import to_jsonable_python
 
 from models.enums import (
     Concern,
@@ -273,6 +274,27 @@ class ProjectInput(BaseModel):
     state: ReferralState
     submitted_by: Actor
     details: ReferralDetails
+
+    @classmethod
+    def frozen(
+        cls,
+        state: ReferralState,
+        events: list[ReferralEvent],
+        submitted_by: Actor,
+        details: ReferralDetails,
+    ) -> dict[str, Any]:
+        """The projection of `state` with only `events`, as the JSON-ready data the converter
+        writes (the same bytes): a copy the workflow's later changes cannot reach.
+
+        temporalio serialises an activity's argument again when a local try backs off or falls
+        back to the server, by when the state has moved on. pydantic-core makes this copy in a
+        third of the time deepcopy takes, and deepcopy is dearer still inside the sandbox.
+        """
+        summary = state.model_copy(update={"events": events})
+        data: dict[str, Any] = to_jsonable_python(
+            cls(state=summary, submitted_by=submitted_by, details=details)
+        )
+        return data
 
 
 class EmailInput(Strict):

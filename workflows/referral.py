@@ -508,14 +508,9 @@ class ReferralWorkflow(ReferralEmails):
             self._reproject = False
             version = self._state.version
             events = [e for e in self._state.events if e.seq > since]
-            snapshot = self._state.model_copy(update={"events": events}, deep=True)
             await self._run_activity(
                 "project_referral",
-                ProjectInput(
-                    state=snapshot,
-                    submitted_by=self._input.submitted_by,
-                    details=self._input.details,
-                ),
+                ProjectInput.frozen(self._state, events, self._input.submitted_by, self._input.details),
                 result_type=type(None),
             )
             self._projected_version = version
