@@ -17,6 +17,7 @@ import ctypes
 import email.parser
 import email.policy
 import os
+import resource
 import shlex
 import signal
 import socket
@@ -609,10 +610,16 @@ class Profile:
         """The frames where the process spent its CPU (self time), and the busiest modules."""
         if self.process is None:
             return [f"profile {self.name}: py-spy is not installed (pip install py-spy)"]
+        # py-spy's own CPU: the children's usage grows by it when it is reaped (the benchmark's
+        # other children, its services, are reaped only when the stack stops).
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             self.process.wait(60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = usage.ru_utime + usage.ru_stime - reaped.ru_utime - reaped.ru_stime
         leaf: dict[str, int] = {}
         area: dict[str, int] = {}
         total = 0
@@ -628,7 +635,10 @@ class Profile:
                 area[_area(frames)] = area.get(_area(frames), 0) + count
         if not total:
             return [f"profile {self.name}: no samples"]
-        lines = [f"profile {self.name}: {total} samples at 50/s (py-spy --gil: holding the interpreter)"]
+        lines = [
+            f"profile {self.name}: {total} samples at 50/s (py-spy --gil: holding the interpreter); "
+            f"py-spy's own CPU {own:.1f} s"
+        ]
         areas = sorted(area.items(), key=lambda kv: -kv[1])[:7]
         lines.append("  by area: " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in areas))
         for frame, count in sorted(leaf.items(), key=lambda kv: -kv[1])[:top]:

@@ -4,15 +4,18 @@ With BENCH_GC_PROBE set to a folder, bench.harness puts this folder first on the
 processes' PYTHONPATH, and Python imports this module at start-up. In a worker process it times
 every collection (`gc.callbacks`) and rewrites `gc-<pid>.txt` in that folder every 3 seconds:
 the process CPU so far, then per generation the collections and the seconds they took. Other
-processes are left alone.
+processes are left alone. SIGUSR2 to such a worker writes `census-<pid>-<n>.txt` beside it: the
+objects the collector tracks, counted by type (after a full collection), the most numerous first.
 
     BENCH_GC_PROBE=/tmp/gc .venv/bin/python -m bench.intake --no-shape --no-profile --no-sync
 """
 
 from __future__ import annotations
 
+import collections
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -46,6 +49,18 @@ def _probe(folder: Path) -> None:
             out.write_text(", ".join(parts) + "\n")
 
     threading.Thread(target=write, name="gc-probe", daemon=True).start()
+    taken = [0]
+
+    def census(signum: int, frame: Any) -> None:
+        gc.collect()
+        objects = gc.get_objects()
+        by_type = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
+        taken[0] += 1
+        lines = [f"{len(objects)} objects tracked, {len(by_type)} types"]
+        lines += [f"{n:>9} {name}" for name, n in by_type.most_common(60)]
+        (folder / f"census-{os.getpid()}-{taken[0]}.txt").write_text("\n".join(lines) + "\n")
+
+    signal.signal(signal.SIGUSR2, census)
 
 
 _folder = os.environ.get("BENCH_GC_PROBE")
