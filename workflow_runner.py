@@ -1,4 +1,4 @@
-"""Temporal's workflow sandbox, with two of its per-call costs taken out.
+"""Temporal's workflow sandbox, with its per-call costs taken out.
 
 The sandbox (`temporalio.worker.workflow_sandbox`) enters a workflow's isolated module world by
 `exec`-ing a short source string, with its importer applied (builtins and `sys.modules` swapped
@@ -10,16 +10,17 @@ the worker's work in an escalation storm larger than its cache (BENCHMARKS.md).
 
 `CompiledSandboxRunner` is the same sandbox, with the same restrictions and isolation. Its
 instances hand `exec` a code object compiled once per source string, and answer the codec's
-question by calling the SDK's own method directly: it only reads the workflow's info and
-pending commands, so entering the sandbox for it guards nothing. And the sandbox, which imports a
-workflow's module again for every instance, gets the module's code as the worker first read it
-(`FirstReadSource`), not from disk each time: the worker runs the workflow code it started with,
-even if the files change under it (a deployment in progress), and skips reading and unmarshalling
-the module for every workflow it rebuilds. `python -m bench.rebuild`
-measures a rebuild's CPU on both runners. The runner reaches into one private name of the SDK
-(`_runner._Instance`); if an SDK upgrade removes it, the worker logs a warning and runs the
-stock sandbox, and `tests/unit/test_workflow_runner.py` fails, as it does if a payload's
-context ever differs from the stock sandbox's.
+question, and the like question of external payload storage (temporalio 1.35 asks it for every
+payload sequence, storage configured or not), by calling the SDK's own methods directly: they
+only read the workflow's info and pending commands, so entering the sandbox guards nothing.
+And the sandbox, which imports a workflow's module again for every instance, gets the module's
+code as the worker first read it (`FirstReadSource`), not from disk each time: the worker runs
+the workflow code it started with, even if the files change under it (a deployment in
+progress), and skips reading and unmarshalling the module for every workflow it rebuilds.
+`python -m bench.rebuild` measures a rebuild's CPU on both runners. The runner reaches into one
+private name of the SDK (`_runner._Instance`); if an SDK upgrade removes it, the worker logs a
+warning and runs the stock sandbox, and `tests/unit/test_workflow_runner.py` fails, as it does if
+a payload's codec or storage context ever differs from the stock sandbox's.
 """
 
 from __future__ import annotations
@@ -137,6 +138,19 @@ if SUPPORTED:
                 return stock
             context: SerializationContext | None = in_sandbox.get_serialization_context(command_info)
             return context
+
+        def get_external_store_context(self, command_info: Any) -> Any:
+            """The external-storage context of a payload, likewise without entering the sandbox.
+
+            The SDK asks it for every payload sequence of every completion it encodes, external
+            storage configured or not (a `StorageDriverStoreContext`: the workflow's identity, or
+            the target of a child workflow or external signal); the stock instance enters the
+            sandbox for it as for the codec's context, and the SDK's method reads as little.
+            """
+            in_sandbox = self.globals_and_locals.get("__temporal_in_sandbox")
+            if in_sandbox is None:
+                return super().get_external_store_context(command_info)
+            return in_sandbox.get_external_store_context(command_info)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Two tiny workflows for `test_workflow_runner` (a module of their own: the sandbox re-imports it)."""
+"""Tiny workflows for `test_workflow_runner` (a module of their own: the sandbox re-imports it)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,36 @@ class GreetingWorkflow:
             "greet", local, result_type=str, start_to_close_timeout=timedelta(seconds=10)
         )
         return remote
+
+
+@workflow.defn
+class EchoWorkflow:
+    """A child that answers once it is signalled."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    @workflow.run
+    async def run(self, name: str) -> str:
+        await workflow.wait_condition(lambda: bool(self.heard))
+        return f"{name}, {self.heard[0]}"
+
+    @workflow.signal
+    async def hear(self, word: str) -> None:
+        self.heard.append(word)
+
+
+@workflow.defn
+class FamilyWorkflow:
+    """Payloads for every kind of target: an activity's, a child's start, an external signal's."""
+
+    @workflow.run
+    async def run(self, name: str) -> str:
+        greeting = await workflow.execute_activity(
+            "greet", name, result_type=str, start_to_close_timeout=timedelta(seconds=10)
+        )
+        child = await workflow.start_child_workflow(
+            EchoWorkflow.run, greeting, id=f"{workflow.info().workflow_id}-echo"
+        )
+        await workflow.get_external_workflow_handle(child.id).signal(EchoWorkflow.hear, "welcome")
+        return await child

@@ -22,8 +22,13 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, Work
 from temporalio.converter import (
     ActivitySerializationContext,
     DataConverter,
+    ExternalStorage,
     PayloadCodec,
     SerializationContext,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
     WithSerializationContext,
     WorkflowSerializationContext,
 )
@@ -36,7 +41,13 @@ from codec import data_converter
 from config import Settings
 from models.policy import load_policy
 from tests.conftest import ROOT, TEMPORAL_TEST_SERVER
-from tests.unit.sandbox_workflows import CountingWorkflow, ForbiddenWorkflow, GreetingWorkflow
+from tests.unit.sandbox_workflows import (
+    CountingWorkflow,
+    EchoWorkflow,
+    FamilyWorkflow,
+    ForbiddenWorkflow,
+    GreetingWorkflow,
+)
 from worker import build_worker
 from workflow_runner import CompiledSandboxRunner, FirstReadSource, compiled
 from workflows.referral import ReferralWorkflow
@@ -183,6 +194,68 @@ async def test_payloads_get_the_contexts_the_stock_sandbox_gives(env: WorkflowEn
     assert ours[1] == stock[1]
     kinds = {entry[1] for entry in ours[1] if len(entry) > 1}
     assert {"activity", "workflow"} <= kinds, ours[1]
+
+
+class RecordingDriver(StorageDriver):
+    """External payload storage in memory that records the target of every payload it stores."""
+
+    def __init__(self, seen: list[tuple[str, ...]]) -> None:
+        self.seen = seen
+        self.kept: dict[str, Payload] = {}
+
+    def name(self) -> str:
+        return "recording"
+
+    async def store(
+        self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+    ) -> list[StorageDriverClaim]:
+        claims = []
+        for payload in payloads:
+            key = str(len(self.kept))
+            self.kept[key] = payload
+            target = context.target
+            ident = target.id.rsplit("-", 1)[-1] if target is not None and target.id else ""
+            kind = type(target).__name__ if target is not None else "none"
+            self.seen.append((kind, ident, (target.type or "") if target is not None else ""))
+            claims.append(StorageDriverClaim(claim_data={"key": key}))
+        return claims
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        return [self.kept[claim.claim_data["key"]] for claim in claims]
+
+
+async def _store_targets(env: WorkflowEnvironment, runner: WorkflowRunner) -> list[tuple[str, ...]]:
+    """The target of every payload stored while FamilyWorkflow runs to its end under `runner`."""
+    seen: list[tuple[str, ...]] = []
+    storage = ExternalStorage(drivers=[RecordingDriver(seen)], payload_size_threshold=0)
+    client = Client(
+        env.client.service_client,
+        namespace=env.client.namespace,
+        data_converter=DataConverter(external_storage=storage),
+    )
+    queue = f"runner-{uuid.uuid4()}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[FamilyWorkflow, EchoWorkflow],
+        activities=[greet],
+        workflow_runner=runner,
+    ):
+        await client.execute_workflow(FamilyWorkflow.run, "you", id=f"{queue}-family", task_queue=queue)
+    return seen
+
+
+async def test_stored_payloads_get_the_targets_the_stock_sandbox_gives(env: WorkflowEnvironment) -> None:
+    # External payload storage asks each workflow instance for a store context too; the worker's
+    # runner answers without entering the sandbox, and must answer as the stock sandbox does.
+    stock = await _store_targets(env, SandboxedWorkflowRunner())
+    ours = await _store_targets(env, CompiledSandboxRunner())
+    assert ours == stock
+    # The child's start input goes to the child, the rest to the workflow that sent it.
+    assert ("StorageDriverWorkflowInfo", "echo", "EchoWorkflow") in ours, ours
+    assert ("StorageDriverWorkflowInfo", "family", "FamilyWorkflow") in ours, ours
 
 
 @pytest.mark.parametrize("name", ["local_escalation_ladder", "escalation_ladder", "transferred"])
