@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import email.parser
 import email.policy
+import json
 import os
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -402,13 +405,18 @@ def fresh_database(kind: str, folder: Path) -> Iterator[str]:
         yield f"sqlite:///{folder / 'read-model.db'}"
         return
     name = f"rt_bench_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield url
+    except BaseException:
+        # A failed benchmark keeps its read model for the post-mortem (the folder says how).
+        print(f"bench: kept the read model {url} (drop it with: dropdb -h 127.0.0.1 -U postgres {name})",
+              file=sys.stderr, flush=True)  # fmt: skip
+        raise
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def sql(url: str, query: str) -> list[tuple[Any, ...]]:
@@ -502,6 +510,31 @@ async def wait_worker_started(worker: Service) -> None:
                      alive=[worker])  # fmt: skip
 
 
+@contextlib.contextmanager
+def kept_on_failure() -> Iterator[Path]:
+    """A new folder under the temporary directory, removed afterwards unless the body failed.
+
+    A failed benchmark leaves its services' logs, the dev server's database (restart it with
+    `temporal server start-dev --db-filename FOLDER/temporal/...` to read the histories) and
+    the SMTP sink's arrivals (mailbox.jsonl) for the post-mortem.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="rt-bench-"))
+    try:
+        yield folder
+    except BaseException:
+        print(f"bench: failed; kept {folder} (logs, dev server database, mailbox.jsonl)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_mailbox(mailbox: Mailbox, path: Path) -> None:
+    """Every arrival at the SMTP sink, one JSON object a line."""
+    with path.open("w") as out:
+        for arrival in mailbox.snapshot():
+            out.write(json.dumps(dataclasses.asdict(arrival)) + "\n")
+
+
 @contextlib.asynccontextmanager
 async def stack(
     *,
@@ -516,8 +549,7 @@ async def stack(
     `policy` is a policy file's text (None: the built-in policy, deadlines of working days).
     `workflow_cache` is each worker's REFERRALS_WORKFLOW_CACHE (None: the product's default).
     """
-    with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp, smtp_sink() as (mailbox, smtp_url):
-        folder = Path(tmp)
+    with kept_on_failure() as folder, smtp_sink() as (mailbox, smtp_url):
         server = DevServer(folder / "temporal", port=free_temporal_port())
         server.start()
         services: list[Service] = []
@@ -580,6 +612,9 @@ async def stack(
                     await eventually(ready, within=60, what="the API to be ready", alive=api_services)
                 try:
                     yield result
+                except BaseException:
+                    save_mailbox(mailbox, folder / "mailbox.jsonl")
+                    raise
                 finally:
                     # Restarted workers are new Service objects: stop whatever the stack holds now.
                     services = [*services, *result.workers, *result.apis, *result.extra]
