@@ -516,7 +516,7 @@ def kept_on_failure() -> Iterator[Path]:
 
     A failed benchmark leaves its services' logs, the dev server's database (restart it with
     `temporal server start-dev --db-filename FOLDER/temporal/...` to read the histories) and
-    the SMTP sink's arrivals (mailbox.jsonl) for the post-mortem.
+    the SMTP sink's arrivals (mailbox.jsonl) for the post-mortem. BENCH_KEEP=1 keeps it always.
     """
     folder = Path(tempfile.mkdtemp(prefix="rt-bench-"))
     try:
@@ -525,7 +525,10 @@ def kept_on_failure() -> Iterator[Path]:
         print(f"bench: failed; kept {folder} (logs, dev server database, mailbox.jsonl)",
               file=sys.stderr, flush=True)  # fmt: skip
         raise
-    shutil.rmtree(folder, ignore_errors=True)
+    if os.environ.get("BENCH_KEEP"):
+        print(f"bench: kept {folder} (BENCH_KEEP)", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def save_mailbox(mailbox: Mailbox, path: Path) -> None:
