@@ -30,6 +30,7 @@ from temporalio.client import Client
 
 from bench import harness
 from bench.raw import TimerWorkflow, fire_at_text
+from models import identity
 
 TEAMS = {
     "front_door": ("Front door (MASH)", "mash"),
@@ -130,13 +131,16 @@ async def time_catchup(st: harness.Stack, handoffs: int, t0: datetime, *, profil
     profiles = [harness.Profile(w, 30, st.folder) for w in st.workers[:1]] if profile else []
     meter.start()
     within = max(120.0, handoffs / 5)
-    await harness.eventually(
-        lambda: st.mailbox.count("escalation") - before >= handoffs,
-        within=within,
-        what=f"{handoffs} escalation emails",
-        interval=0.1,
-        alive=st.alive(),
-    )
+    try:
+        await harness.eventually(
+            lambda: st.mailbox.count("escalation") - before >= handoffs,
+            within=within,
+            what=f"{handoffs} escalation emails",
+            interval=0.1,
+            alive=st.alive(),
+        )
+    except harness.BenchError as exc:
+        raise harness.BenchError(f"{exc}\n" + "\n".join(await post_mortem(st))) from exc
     meter.stop()
     escalations = [a for a in st.mailbox.snapshot() if "escalation" in a.subject.lower()]
     last = max(a.at for a in escalations)
@@ -155,6 +159,71 @@ async def time_catchup(st: harness.Stack, handoffs: int, t0: datetime, *, profil
     await asyncio.sleep(1.0)  # late duplicates would show here
     twice = sum(1 for c in Counter(a.message_id for a in st.mailbox.snapshot()).values() if c > 1)
     return {"took": took, "emails": len(escalations), "twice": twice, "lines": lines}
+
+
+async def post_mortem(st: harness.Stack, *, examples: int = 3) -> list[str]:
+    """Why escalation emails are missing: the outbox's rows, the workers' warnings, a few workflows.
+
+    Run while the stack is still up, so that a failed catch-up explains itself (lost, late, or
+    stuck, and where) instead of leaving only its timeout.
+    """
+    url = st.database_url
+    arrived = {a.message_id for a in st.mailbox.snapshot() if "escalation" in a.subject.lower()}
+    lines = [f"post-mortem: {len(arrived)} distinct escalation Message-IDs at the SMTP sink"]
+    rows = harness.sql(
+        url,
+        "SELECT status, count(*), max(attempts), sum(resends) FROM outbox_message "
+        "WHERE kind = 'escalation' GROUP BY status ORDER BY status",
+    )
+    lines.append(
+        "  outbox escalation rows by status: "
+        + (", ".join(f"{s} {n} (attempts <= {a}, resends {r})" for s, n, a, r in rows) or "none")
+    )
+    sent = harness.sql(
+        url, "SELECT message_id FROM outbox_message WHERE kind = 'escalation' AND status = 'sent'"
+    )
+    lines.append(f"  recorded sent but not at the sink: {sum(1 for (m,) in sent if m not in arrived)}")
+    missing = harness.sql(
+        url,
+        "SELECT r.id, r.status, r.escalation_level, r.due_at FROM referral r WHERE NOT EXISTS "
+        "(SELECT 1 FROM outbox_message o WHERE o.referral_id = r.id AND o.kind = 'escalation' "
+        "AND o.status = 'sent') ORDER BY r.id",
+    )
+    lines.append(f"  referrals without a sent escalation: {len(missing)}")
+    for service in [*st.workers, *st.apis]:
+        noisy = Counter(
+            line.split('"event": "', 1)[1].split('"', 1)[0]
+            for line in service.stderr().splitlines()
+            if '"event": "' in line and ('"level": "warning"' in line or '"level": "error"' in line)
+        )
+        tracebacks = service.stderr().count("Traceback")
+        running = service.process is not None and service.process.poll() is None
+        lines.append(
+            f"  {service.name}: warnings/errors by event {dict(noisy.most_common(6)) or 'none'}; "
+            f"{tracebacks} tracebacks; {'running' if running else 'EXITED'}"
+        )
+    client = await Client.connect(st.server.address)
+    for referral_id, status, level, due_at in missing[:examples]:
+        handle = client.get_workflow_handle(identity.workflow_id(referral_id))
+        try:
+            described = await handle.describe()
+            raw = described.raw_description
+            pending = [
+                f"{a.activity_type.name} attempt {a.attempt} state {a.state} "
+                f"last failure {a.last_failure.message[:160] if a.HasField('last_failure') else 'none'}"
+                for a in raw.pending_activities
+            ]
+            task = raw.pending_workflow_task
+            lines.append(
+                f"  {referral_id}: read model {status}, level {level}, due {due_at}; workflow "
+                f"{described.status.name if described.status else '?'}, history {described.history_length} "
+                f"events, pending activities {pending or 'none'}, pending workflow task "
+                f"{'attempt ' + str(task.attempt) if raw.HasField('pending_workflow_task') else 'none'}"
+            )
+        except Exception as exc:
+            lines.append(f"  {referral_id}: cannot describe its workflow: {type(exc).__name__}: {exc}")
+    lines.append(f"  the stack's folder is kept: {st.folder}")
+    return lines
 
 
 async def raw_catchup(st: harness.Stack, handoffs: int, *, clients: int) -> dict[str, Any]:
