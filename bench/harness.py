@@ -783,8 +783,8 @@ async def submit_referrals(
         try:
             return await drive(count, concurrency, call), ids
         finally:
-            for client in lean:
-                await client.aclose()
+            for lean_client in lean:
+                await lean_client.aclose()
     if loadgen != "httpx":
         raise ValueError(f"loadgen must be 'httpx' or 'lean', not {loadgen!r}")
     clients = [st.client("police", i) for i in range(len(st.api_urls))]
