@@ -46,6 +46,7 @@ from models.schemas import (
     TransferCreate,
 )
 from models.tables import Referral, User
+from temporal_connection import client_options
 from web.access import (
     access_entry,
     record_read,
@@ -379,6 +380,9 @@ def create_app(
     """
     policy = policy or load_policy(settings.policy_file)
 
+    # Read now, so that an unreadable certificate stops `referrals api` with one line at start.
+    temporal_options = client_options(settings) if client is None else {}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
@@ -393,6 +397,7 @@ def create_app(
             namespace=settings.temporal_namespace,
             data_converter=data_converter(encryption_key=settings.encryption_key, secret=secret),
             lazy=True,
+            **temporal_options,
         )
         app.state.commands = ReferralCommands(temporal, settings.task_queue)
         try:

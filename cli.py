@@ -411,6 +411,11 @@ async def run_dev(settings: Settings, host: str, port: int, temporal_port: int) 
     server: DevServer | None = None
     try:
         if settings.temporal_address is None:
+            if settings.temporal_tls_enabled:
+                raise Fatal(
+                    "REFERRALS_TEMPORAL_TLS settings are for a Temporal frontend of your own: set "
+                    "REFERRALS_TEMPORAL_ADDRESS too (dev's own server is plain TCP on loopback)"
+                )
             server = DevServer(settings.data_dir, port=temporal_port)
             try:
                 server.start()

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     database_url: str | None = None
     temporal_address: str | None = None
     temporal_namespace: str = Field(default="default", min_length=1)
+    #: TLS to the Temporal frontend (temporal_connection.py): on with any of the files, the
+    #: server name or an API key; the files are PEM, read when the process connects.
+    temporal_tls: bool = False
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: str | None = None
     task_queue: str = Field(default="referrals", min_length=1)
     smtp_url: str | None = None
     notify_api_key: str | None = None
@@ -83,10 +91,17 @@ class Settings(BaseSettings):
         "notify_callback_token",
         "secret_key",
         "temporal_address",
+        "temporal_tls_server_name",
+        "temporal_api_key",
     )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
+
+    @field_validator("temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("notify_api_key")
     @classmethod
@@ -226,7 +241,26 @@ class Settings(BaseSettings):
             raise ValueError("REFERRALS_NOTIFY_TEMPLATE_ID is required with REFERRALS_NOTIFY_API_KEY")
         if self.secret_key is not None and len(self.secret_key) < 32:
             raise ValueError("REFERRALS_SECRET_KEY must be at least 32 characters")
+        if (self.temporal_tls_cert_file is None) != (self.temporal_tls_key_file is None):
+            raise ValueError(
+                "REFERRALS_TEMPORAL_TLS_CERT_FILE and REFERRALS_TEMPORAL_TLS_KEY_FILE go together "
+                "(mutual TLS needs the client certificate and its private key)"
+            )
         return self
+
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        """TLS to the Temporal frontend: asked for, or implied by a file, a server name or a key."""
+        return self.temporal_tls or any(
+            value is not None
+            for value in (
+                self.temporal_tls_ca_file,
+                self.temporal_tls_cert_file,
+                self.temporal_tls_key_file,
+                self.temporal_tls_server_name,
+                self.temporal_api_key,
+            )
+        )
 
     @property
     def resolved_database_url(self) -> str:

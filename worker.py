@@ -40,6 +40,7 @@ from models.db import session_factory
 from models.policy import Policy, load_policy
 from models.reconcile_payloads import ReconcileWorkflowInput
 from models.retention_payloads import PurgeWorkflowInput
+from temporal_connection import client_options
 from web.links import AckLinks
 from workflow_runner import workflow_runner
 from workflows.reconcile import ReconcileWorkflow
@@ -64,6 +65,7 @@ async def connect(settings: Settings, *, secret: str) -> Client:
         settings.resolved_temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(encryption_key=settings.encryption_key, secret=secret),
+        **client_options(settings),
     )
 
 

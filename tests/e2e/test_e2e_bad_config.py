@@ -75,6 +75,23 @@ def test_worker_refuses_to_start_without_temporal(env: dict[str, str], tmp_path:
     assert_one_line_error(run_cli(["worker"], env, tmp_path, timeout=60), env["REFERRALS_TEMPORAL_ADDRESS"])
 
 
+@pytest.mark.parametrize("command", [["worker"], ["api", "--port", "0"]])
+def test_an_unreadable_temporal_certificate_is_one_line(
+    env: dict[str, str], tmp_path: Path, command: list[str]
+) -> None:
+    env["REFERRALS_TEMPORAL_TLS_CA_FILE"] = str(tmp_path / "no-such-ca.pem")
+    assert_one_line_error(
+        run_cli(command, env, tmp_path, timeout=30), "REFERRALS_TEMPORAL_TLS_CA_FILE", "no-such-ca.pem"
+    )
+
+
+def test_dev_refuses_temporal_tls_for_its_own_server(env: dict[str, str], tmp_path: Path) -> None:
+    del env["REFERRALS_TEMPORAL_ADDRESS"]
+    env["REFERRALS_TEMPORAL_TLS"] = "true"
+    command = ["dev", "--port", str(free_port()), "--temporal-port", str(free_temporal_port())]
+    assert_one_line_error(run_cli(command, env, tmp_path, timeout=30), "REFERRALS_TEMPORAL_ADDRESS")
+
+
 def test_api_refuses_a_plain_http_public_url_off_loopback(env: dict[str, str], tmp_path: Path) -> None:
     env["REFERRALS_PUBLIC_URL"] = "http://referrals.council.example"
     assert_one_line_error(
