@@ -155,9 +155,9 @@ def _settings(frontend: Terminator, tmp_path: Path, **tls: object) -> Settings:
     )
 
 
-async def test_the_worker_connects_with_mutual_tls(frontend: Terminator, pki: Pki, tmp_path: Path) -> None:
-    before = frontend.handshakes
-    settings = _settings(
+def _mutual_tls(frontend: Terminator, pki: Pki, tmp_path: Path) -> Settings:
+    """Everything the frontend requires: its CA, the client's certificate and key, its name."""
+    return _settings(
         frontend,
         tmp_path,
         temporal_tls_ca_file=pki.ca,
@@ -165,6 +165,11 @@ async def test_the_worker_connects_with_mutual_tls(frontend: Terminator, pki: Pk
         temporal_tls_key_file=pki.client_key,
         temporal_tls_server_name=SERVER_NAME,
     )
+
+
+async def test_the_worker_connects_with_mutual_tls(frontend: Terminator, pki: Pki, tmp_path: Path) -> None:
+    before = frontend.handshakes
+    settings = _mutual_tls(frontend, pki, tmp_path)
     client = await connect(settings, secret=SECRET)
     assert await client.count_workflows() is not None
     assert frontend.handshakes > before
@@ -204,14 +209,7 @@ async def test_a_client_without_what_the_frontend_requires_is_refused(
 async def test_the_api_reaches_temporal_through_mutual_tls(
     frontend: Terminator, pki: Pki, tmp_path: Path
 ) -> None:
-    good = _settings(
-        frontend,
-        tmp_path,
-        temporal_tls_ca_file=pki.ca,
-        temporal_tls_cert_file=pki.client_cert,
-        temporal_tls_key_file=pki.client_key,
-        temporal_tls_server_name=SERVER_NAME,
-    )
+    good = _mutual_tls(frontend, pki, tmp_path)
     async with serve(create_app(good, secret=SECRET)) as http:
         ready = (await http.get("/readyz")).json()
     assert ready["checks"]["temporal"] == "ok", ready
